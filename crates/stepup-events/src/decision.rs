@@ -1,0 +1,135 @@
+//! The decision stepup returns for an event, and its reasons.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::Factor;
+
+/// What the auth service must do before letting the user in or through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Requirement {
+    /// Let the user continue without a second factor.
+    Allow,
+    /// Ask for one of the allowed factors first.
+    Mfa,
+    /// Refuse the attempt.
+    Deny,
+}
+
+impl Requirement {
+    /// Every requirement, weakest first.
+    pub const ALL: [Requirement; 3] = [Requirement::Allow, Requirement::Mfa, Requirement::Deny];
+
+    /// Returns the wire name (`allow`, `mfa`, `deny`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Requirement::Allow => "allow",
+            Requirement::Mfa => "mfa",
+            Requirement::Deny => "deny",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|requirement| requirement.as_str() == name)
+    }
+}
+
+/// Coarse band of the risk score, for dashboards and simple rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskLevel {
+    /// Score below 0.3.
+    Low,
+    /// Score from 0.3 to below 0.6.
+    Medium,
+    /// Score from 0.6 to below 0.85.
+    High,
+    /// Score of 0.85 or more.
+    Critical,
+}
+
+impl RiskLevel {
+    /// Returns the band a score in `[0, 1]` falls in.
+    pub fn from_score(score: f64) -> Self {
+        if score >= 0.85 {
+            RiskLevel::Critical
+        } else if score >= 0.6 {
+            RiskLevel::High
+        } else if score >= 0.3 {
+            RiskLevel::Medium
+        } else {
+            RiskLevel::Low
+        }
+    }
+
+    /// Returns the wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskLevel::Low => "low",
+            RiskLevel::Medium => "medium",
+            RiskLevel::High => "high",
+            RiskLevel::Critical => "critical",
+        }
+    }
+}
+
+/// One reason behind a decision: which signal fired, with what values, in which rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Stable reason code, for example `impossible_travel`; see docs/reasons.md.
+    pub code: String,
+    /// Signal the reason is based on, for example `travel` or `velocity`.
+    pub signal: String,
+    /// Id of the rule that gave the reason; empty for engine reasons.
+    pub rule_id: String,
+    /// Version of that rule.
+    pub rule_version: String,
+    /// Message for analysts; may name places and values, never raw IPs or secrets.
+    pub message: String,
+    /// Inputs that triggered the reason, as display strings.
+    pub values: BTreeMap<String, String>,
+}
+
+/// The outcome for one event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Event the decision is for.
+    pub event_id: String,
+    /// Account the event belongs to.
+    pub user_id: String,
+    /// What the caller must do.
+    pub requirement: Requirement,
+    /// Factors that satisfy an `mfa` requirement; empty for `allow` and `deny`.
+    pub factors: Vec<Factor>,
+    /// Risk score in `[0, 1]`.
+    pub risk_score: f64,
+    /// Band of the risk score.
+    pub risk_level: RiskLevel,
+    /// Why, most important first.
+    pub reasons: Vec<Reason>,
+    /// Text safe to show the end user: no scores, places or rule names.
+    pub user_message: String,
+    /// How long the caller may remember the device after a passed MFA, in seconds; 0 for never.
+    pub remember_device_ttl_s: u64,
+    /// Version of the rule set that decided.
+    pub rule_set_version: String,
+    /// When the decision was made (the event's own time, so replays give the same value).
+    pub decided_at: DateTime<Utc>,
+    /// When the decision stops being valid for `AwaitDecision` and caching.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Returns the end-user message for a requirement.
+pub fn user_message(requirement: Requirement) -> &'static str {
+    match requirement {
+        Requirement::Allow => "",
+        Requirement::Mfa => "For your security, please confirm it's you with a second factor.",
+        Requirement::Deny => {
+            "We couldn't sign you in. Please try again later or contact support."
+        }
+    }
+}
