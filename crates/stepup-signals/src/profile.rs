@@ -1,0 +1,382 @@
+//! The per-user behavioural profile, learnt from verified logins.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Timelike, Utc};
+use serde::{Deserialize, Serialize};
+use stepup_events::Factor;
+use stepup_geo::{GeoInfo, Location, great_circle_km};
+
+use crate::config::SignalConfig;
+use crate::signals::{AttemptFacts, is_geo_known};
+use crate::travel::VerifiedLocation;
+
+/// Maximum failure timestamps kept per user; the per-user failure count saturates here.
+const MAX_STORED_FAILURES: usize = 1024;
+
+/// Maximum devices kept by [`Profile::trust_device`], which has no configuration to read a
+/// bound from. [`Profile::learn_verified`] applies `max_devices`.
+const MAX_DEVICES_WITHOUT_CONFIG: usize = 1024;
+
+/// Locations closer than this are treated as the same place, so repeated logins from one city
+/// do not push other places out of the travel history.
+const SAME_PLACE_KM: f64 = 1.0;
+
+/// Behavioural history of one user, built only from verified logins and account events.
+///
+/// Every collection is bounded by [`SignalConfig`] or a constant, and maps are `BTreeMap`s so
+/// the serialized form is deterministic. The profile stores no IP addresses.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Profile {
+    /// Number of verified logins learnt.
+    pub(crate) verified_logins: u64,
+    /// Number of those verified logins that carried a device id.
+    pub(crate) logins_with_device: u64,
+    /// Time of the earliest verified login.
+    pub(crate) first_seen: Option<DateTime<Utc>>,
+    /// Time of the latest verified login.
+    pub(crate) last_verified_at: Option<DateTime<Utc>>,
+    /// Devices by device id.
+    pub(crate) devices: BTreeMap<String, DeviceRecord>,
+    /// Countries by code or name as the geo database gives them.
+    pub(crate) countries: BTreeMap<String, FeatureStat>,
+    /// Cities keyed by `country/city`, because city names repeat across countries.
+    pub(crate) cities: BTreeMap<String, FeatureStat>,
+    /// Autonomous system numbers.
+    pub(crate) asns: BTreeMap<u32, FeatureStat>,
+    /// Browser families.
+    pub(crate) browsers: BTreeMap<String, FeatureStat>,
+    /// OS families.
+    pub(crate) oses: BTreeMap<String, FeatureStat>,
+    /// Verified logins per UTC hour of day.
+    pub(crate) hours: [u64; 24],
+    /// Recent verified locations, oldest first.
+    pub(crate) locations: Vec<VerifiedLocation>,
+    /// Failed login times within the failure window, oldest first.
+    pub(crate) failures: Vec<DateTime<Utc>>,
+    /// Failure window in seconds that `failures` was last pruned with.
+    pub(crate) failure_window_s: Option<i64>,
+    /// The latest passed MFA challenge.
+    pub(crate) last_mfa_passed: Option<MfaPass>,
+    /// Failed MFA challenges since the latest passed one.
+    pub(crate) mfa_failures_since_pass: u32,
+}
+
+/// Stored history and trust of one device.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub(crate) struct DeviceRecord {
+    /// First verified login from the device; `None` if it was trusted before any login.
+    pub(crate) first_seen: Option<DateTime<Utc>>,
+    /// Latest verified login from the device.
+    pub(crate) last_seen: Option<DateTime<Utc>>,
+    /// Number of verified logins from the device.
+    pub(crate) logins: u64,
+    /// End of trust, if the device was ever trusted and not forgotten since.
+    pub(crate) trusted_until: Option<DateTime<Utc>>,
+}
+
+/// Use count and recency of one feature value, such as a country or a browser family.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct FeatureStat {
+    pub(crate) count: u64,
+    pub(crate) last_seen: DateTime<Utc>,
+}
+
+/// A passed MFA challenge.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct MfaPass {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) factor: Factor,
+}
+
+/// Profile facts that policies read, as of one point in time.
+#[derive(Clone, Debug, serde::Serialize, PartialEq)]
+pub struct ProfileSummary {
+    /// Number of verified logins learnt.
+    pub verified_logins: u64,
+    /// Time of the earliest verified login.
+    pub first_seen: Option<DateTime<Utc>>,
+    /// Number of remembered devices.
+    pub known_devices: usize,
+    /// Number of remembered countries.
+    pub known_countries: usize,
+    /// Days from the first verified login to the summary time; 0 without history.
+    pub days_since_first_seen: f64,
+    /// Seconds from the latest passed MFA to the summary time, never negative.
+    pub last_mfa_age_s: Option<i64>,
+    /// Failed logins in the user failure window ending at the summary time.
+    pub failures_in_window: u32,
+}
+
+/// Returns the key under which a city is stored and looked up.
+pub(crate) fn city_key(location: &Location) -> Option<String> {
+    let city = location.city.as_deref()?;
+    Some(format!(
+        "{}/{city}",
+        location.country.as_deref().unwrap_or("-")
+    ))
+}
+
+// === impl Profile ===
+
+impl Profile {
+    /// Learns a verified login: device, place, network, browser, OS, hour and location.
+    ///
+    /// Call it only for logins that were verified (MFA passed, or low risk and successful).
+    pub fn learn_verified(&mut self, facts: &AttemptFacts<'_>, config: &SignalConfig) {
+        let at = facts.at;
+        self.verified_logins += 1;
+        self.first_seen = Some(self.first_seen.map_or(at, |first| first.min(at)));
+        self.last_verified_at = Some(self.last_verified_at.map_or(at, |last| last.max(at)));
+        self.hours[at.hour() as usize] += 1;
+
+        if let Some(device_id) = facts.device_id {
+            self.logins_with_device += 1;
+            self.learn_device(device_id, at, config.max_devices);
+        }
+
+        let limit = config.max_values_per_feature;
+        bump(&mut self.browsers, facts.ua.browser.clone(), at, limit);
+        bump(&mut self.oses, facts.ua.os.clone(), at, limit);
+        if let Some(asn) = &facts.geo.asn {
+            bump(&mut self.asns, asn.number, at, limit);
+        }
+        if is_geo_known(facts.geo) {
+            self.learn_place(facts.geo, at, config);
+        }
+    }
+
+    /// Records a failed login for the per-user failure window.
+    ///
+    /// At most 1024 failures are kept, so the count saturates there.
+    pub fn record_failure(&mut self, at: DateTime<Utc>, config: &SignalConfig) {
+        let window_s = config.user_failure_window_s;
+        self.failure_window_s = Some(window_s);
+        let index = self.failures.partition_point(|failure| *failure <= at);
+        self.failures.insert(index, at);
+
+        let Some(newest) = self.failures.last().copied() else {
+            return;
+        };
+        let cutoff = newest - chrono::Duration::seconds(window_s);
+        self.failures.retain(|failure| *failure > cutoff);
+        let excess = self.failures.len().saturating_sub(MAX_STORED_FAILURES);
+        self.failures.drain(..excess);
+    }
+
+    /// Records the outcome of an MFA challenge.
+    ///
+    /// A pass replaces the latest pass if it is not older and resets the failure count since
+    /// the latest pass. A failure older than the latest pass is ignored.
+    pub fn record_mfa(&mut self, at: DateTime<Utc>, factor: Factor, passed: bool) {
+        let latest_pass = self.last_mfa_passed_at();
+        if passed {
+            if latest_pass.is_none_or(|latest| at >= latest) {
+                self.last_mfa_passed = Some(MfaPass { at, factor });
+                self.mfa_failures_since_pass = 0;
+            }
+        } else if latest_pass.is_none_or(|latest| at >= latest) {
+            self.mfa_failures_since_pass = self.mfa_failures_since_pass.saturating_add(1);
+        }
+    }
+
+    /// Marks a device as trusted until `until`, remembering it if it is new.
+    ///
+    /// Without a configuration at hand this only caps devices at 1024. The next
+    /// [`Profile::learn_verified`] applies `max_devices`.
+    pub fn trust_device(&mut self, device_id: &str, until: DateTime<Utc>) {
+        self.devices
+            .entry(device_id.to_owned())
+            .or_default()
+            .trusted_until = Some(until);
+        let reference = self.last_verified_at.unwrap_or(until);
+        self.evict_devices(MAX_DEVICES_WITHOUT_CONFIG, reference, device_id);
+    }
+
+    /// Forgets a device entirely, so its next login counts as a new device.
+    pub fn forget_device(&mut self, device_id: &str) {
+        self.devices.remove(device_id);
+    }
+
+    /// Returns the time of the latest passed MFA challenge.
+    pub fn last_mfa_passed_at(&self) -> Option<DateTime<Utc>> {
+        self.last_mfa_passed.map(|pass| pass.at)
+    }
+
+    /// Returns the factor of the latest passed MFA challenge.
+    pub fn last_mfa_factor(&self) -> Option<Factor> {
+        self.last_mfa_passed.map(|pass| pass.factor)
+    }
+
+    /// Returns the number of failed MFA challenges since the latest passed one.
+    pub fn mfa_failures_since_pass(&self) -> u32 {
+        self.mfa_failures_since_pass
+    }
+
+    /// Returns the number of verified logins learnt.
+    pub fn verified_logins(&self) -> u64 {
+        self.verified_logins
+    }
+
+    /// Returns whether `device_id` is trusted and its trust has not expired at `at`.
+    pub fn is_trusted_device(&self, device_id: &str, at: DateTime<Utc>) -> bool {
+        self.devices
+            .get(device_id)
+            .is_some_and(|device| is_trust_active(device, at))
+    }
+
+    /// Returns the number of failed logins in the window of `window_s` seconds ending at `at`.
+    pub fn failures_in_window(&self, at: DateTime<Utc>, window_s: i64) -> u32 {
+        let cutoff = at - chrono::Duration::seconds(window_s);
+        let count = self
+            .failures
+            .iter()
+            .filter(|failure| **failure > cutoff && **failure <= at);
+        u32::try_from(count.count()).unwrap_or(u32::MAX)
+    }
+
+    /// Summarises the profile as of `at` for policies.
+    ///
+    /// The failure count uses the window the latest failure was recorded with.
+    pub fn summary(&self, at: DateTime<Utc>) -> ProfileSummary {
+        let window_s = self
+            .failure_window_s
+            .unwrap_or_else(crate::config::default_user_failure_window_s);
+        let days_since_first_seen = self.first_seen.map_or(0.0, |first| {
+            ((at - first).num_milliseconds() as f64 / 86_400_000.0).max(0.0)
+        });
+        ProfileSummary {
+            verified_logins: self.verified_logins,
+            first_seen: self.first_seen,
+            known_devices: self.devices.len(),
+            known_countries: self.countries.len(),
+            days_since_first_seen,
+            last_mfa_age_s: self
+                .last_mfa_passed_at()
+                .map(|last| (at - last).num_seconds().max(0)),
+            failures_in_window: self.failures_in_window(at, window_s),
+        }
+    }
+
+    /// Returns whether a device id is seen on most verified logins.
+    pub(crate) fn usually_has_device(&self) -> bool {
+        self.logins_with_device * 2 > self.verified_logins
+    }
+
+    fn learn_device(&mut self, device_id: &str, at: DateTime<Utc>, max_devices: usize) {
+        let device = self.devices.entry(device_id.to_owned()).or_default();
+        device.first_seen = Some(device.first_seen.map_or(at, |first| first.min(at)));
+        device.last_seen = Some(device.last_seen.map_or(at, |last| last.max(at)));
+        device.logins += 1;
+        self.evict_devices(max_devices, at, device_id);
+    }
+
+    /// Evicts devices other than `keep_id` until at most `keep` remain: untrusted before
+    /// trusted (at `at`), then the least recently seen, then by id so the result is
+    /// deterministic.
+    fn evict_devices(&mut self, keep: usize, at: DateTime<Utc>, keep_id: &str) {
+        let excess = self.devices.len().saturating_sub(keep.max(1));
+        if excess == 0 {
+            return;
+        }
+        let mut order: Vec<(bool, Option<DateTime<Utc>>, String)> = self
+            .devices
+            .iter()
+            .filter(|(id, _)| id.as_str() != keep_id)
+            .map(|(id, device)| (is_trust_active(device, at), device.last_seen, id.clone()))
+            .collect();
+        order.sort();
+        for (_, _, id) in order.into_iter().take(excess) {
+            self.devices.remove(&id);
+        }
+    }
+
+    fn learn_place(&mut self, geo: &GeoInfo, at: DateTime<Utc>, config: &SignalConfig) {
+        let Some(location) = &geo.location else {
+            return;
+        };
+        let limit = config.max_values_per_feature;
+        if let Some(country) = &location.country {
+            bump(&mut self.countries, country.clone(), at, limit);
+        }
+        if let Some(key) = city_key(location) {
+            bump(&mut self.cities, key, at, limit);
+        }
+        let verified = VerifiedLocation {
+            at,
+            latitude: location.latitude,
+            longitude: location.longitude,
+            accuracy_km: location.accuracy_km,
+            city: location.city.clone(),
+            country: location.country.clone(),
+            network: geo.network.as_str().to_owned(),
+        };
+        self.remember_location(verified, config);
+    }
+
+    /// Adds a verified location, replacing an older entry for the same place, dropping entries
+    /// past the lookback window and keeping at most `travel_history` entries.
+    fn remember_location(&mut self, verified: VerifiedLocation, config: &SignalConfig) {
+        let same_place = |other: &VerifiedLocation| {
+            let from = (other.latitude, other.longitude);
+            great_circle_km(from, (verified.latitude, verified.longitude)) < SAME_PLACE_KM
+        };
+        if self
+            .locations
+            .iter()
+            .any(|other| same_place(other) && other.at > verified.at)
+        {
+            return;
+        }
+        self.locations.retain(|other| !same_place(other));
+        let index = self
+            .locations
+            .partition_point(|other| other.at <= verified.at);
+        self.locations.insert(index, verified);
+
+        if let Some(newest) = self.locations.last().map(|newest| newest.at) {
+            let cutoff = newest - chrono::Duration::seconds(config.travel_lookback_s);
+            self.locations.retain(|other| other.at >= cutoff);
+        }
+        let excess = self.locations.len().saturating_sub(config.travel_history);
+        self.locations.drain(..excess);
+    }
+}
+
+fn is_trust_active(device: &DeviceRecord, at: DateTime<Utc>) -> bool {
+    device.trusted_until.is_some_and(|until| until > at)
+}
+
+/// Counts one use of `value`, evicting the least recently seen value when the map is full.
+fn bump<K: Ord + Clone>(
+    map: &mut BTreeMap<K, FeatureStat>,
+    value: K,
+    at: DateTime<Utc>,
+    limit: usize,
+) {
+    if let Some(stat) = map.get_mut(&value) {
+        stat.count += 1;
+        stat.last_seen = stat.last_seen.max(at);
+        return;
+    }
+    while map.len() >= limit.max(1) {
+        // Ties on time go to the smallest key, so eviction is deterministic.
+        let oldest = map.iter().min_by_key(|(key, stat)| (stat.last_seen, *key));
+        let Some(oldest) = oldest.map(|(key, _)| key.clone()) else {
+            break;
+        };
+        map.remove(&oldest);
+    }
+    map.insert(
+        value,
+        FeatureStat {
+            count: 1,
+            last_seen: at,
+        },
+    );
+}
+
+#[cfg(test)]
+#[path = "profile_tests.rs"]
+mod tests;
