@@ -1,1 +1,28 @@
-//! placeholder
+//! gRPC API of stepup.
+//!
+//! This crate owns the `stepup.v1.StepUp` service (generated from `proto/` at build time with
+//! protox, so no `protoc` is needed), the conversions between protobuf messages and engine
+//! types, and the server with `grpc.health.v1` and server reflection. Decisions come from
+//! `stepup-engine`; events decided inline are appended to Kafka through `stepup-kafka`.
+
+#![forbid(unsafe_code)]
+
+mod convert;
+mod error;
+mod server;
+mod service;
+
+/// Generated protobuf and tonic types of `stepup.v1`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("stepup.v1");
+
+    /// Encoded file descriptor set of the protos, served by server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/stepup_descriptor.bin"));
+}
+
+pub use convert::decision_to_proto;
+pub use error::ApiError;
+pub use server::{ApiConfig, serve};
+pub use service::StepUpService;

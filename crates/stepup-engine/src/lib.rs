@@ -1,1 +1,22 @@
-//! placeholder
+//! The stepup pipeline.
+//!
+//! This crate owns per-user state (profiles in a `DashMap`, attempts awaiting their result),
+//! per-IP velocity windows, the risk score, the decision store behind `AwaitDecision` and
+//! `StreamDecisions`, and the engine's Prometheus metrics. It turns one validated event into
+//! a decision and a state change. It does not talk to Kafka or gRPC: the binary feeds it from
+//! the consumer and the API calls it inline.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod context;
+mod engine;
+mod metrics;
+pub mod risk;
+mod state;
+mod store;
+
+pub use config::{ActionConfig, DecisionConfig, EngineConfig, LearningConfig};
+pub use engine::{Engine, EngineError, Outcome};
+pub use metrics::EngineMetrics;
+pub use state::{PendingAttempt, UserState};

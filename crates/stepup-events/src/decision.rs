@@ -34,7 +34,9 @@ impl Requirement {
 
     /// Parses a wire name.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|requirement| requirement.as_str() == name)
+        Self::ALL
+            .into_iter()
+            .find(|requirement| requirement.as_str() == name)
     }
 }
 
@@ -128,8 +130,6 @@ pub fn user_message(requirement: Requirement) -> &'static str {
     match requirement {
         Requirement::Allow => "",
         Requirement::Mfa => "For your security, please confirm it's you with a second factor.",
-        Requirement::Deny => {
-            "We couldn't sign you in. Please try again later or contact support."
-        }
+        Requirement::Deny => "We couldn't sign you in. Please try again later or contact support.",
     }
 }

@@ -198,8 +198,13 @@ pub enum Factor {
 
 impl Factor {
     /// Every factor, strongest first.
-    pub const ALL: [Factor; 5] =
-        [Factor::Webauthn, Factor::Totp, Factor::Push, Factor::Sms, Factor::Email];
+    pub const ALL: [Factor; 5] = [
+        Factor::Webauthn,
+        Factor::Totp,
+        Factor::Push,
+        Factor::Sms,
+        Factor::Email,
+    ];
 
     /// Returns the wire name.
     pub fn as_str(self) -> &'static str {

@@ -18,7 +18,9 @@ pub const MAX_ID_BYTES: usize = 256;
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ParseError {
     /// The message is larger than the configured limit.
-    #[error("event is {size} bytes, over the limit of {limit}; send smaller events or raise `kafka.max_event_bytes`")]
+    #[error(
+        "event is {size} bytes, over the limit of {limit}; send smaller events or raise `kafka.max_event_bytes`"
+    )]
     TooLarge {
         /// Size of the message.
         size: usize,
@@ -35,7 +37,9 @@ pub enum ParseError {
     #[error("missing field `{0}`")]
     MissingField(&'static str),
     /// `type` names no known event type.
-    #[error("unknown event type `{0}`; expected one of login_attempt, login_result, mfa_result, action, device")]
+    #[error(
+        "unknown event type `{0}`; expected one of login_attempt, login_result, mfa_result, action, device"
+    )]
     UnknownType(String),
     /// `version` is not one this build reads.
     #[error("unsupported schema version `{found}`; this build reads version {supported}")]
@@ -78,7 +82,10 @@ pub fn parse_event(bytes: &[u8]) -> Result<Event, ParseError> {
 /// Parses and validates one message, rejecting messages over `max_bytes`.
 pub fn parse_event_with_limit(bytes: &[u8], max_bytes: usize) -> Result<Event, ParseError> {
     if bytes.len() > max_bytes {
-        return Err(ParseError::TooLarge { size: bytes.len(), limit: max_bytes });
+        return Err(ParseError::TooLarge {
+            size: bytes.len(),
+            limit: max_bytes,
+        });
     }
     let value: Value =
         serde_json::from_slice(bytes).map_err(|err| ParseError::NotJson(err.to_string()))?;
@@ -96,7 +103,13 @@ pub fn parse_event_with_limit(bytes: &[u8], max_bytes: usize) -> Result<Event, P
         .map_err(|err| body_error(kind, &err.to_string()))?;
     validate_body(&body)?;
 
-    Ok(Event { event_id, user_id, occurred_at, version, body })
+    Ok(Event {
+        event_id,
+        user_id,
+        occurred_at,
+        version,
+        body,
+    })
 }
 
 fn take_kind(object: &Map<String, Value>) -> Result<EventKind, ParseError> {
@@ -105,12 +118,17 @@ fn take_kind(object: &Map<String, Value>) -> Result<EventKind, ParseError> {
         Some(Value::String(name)) => {
             EventKind::from_name(name).ok_or_else(|| ParseError::UnknownType(name.clone()))
         }
-        Some(other) => Err(invalid("type", format!("expected a string, found {}", json_kind(other)))),
+        Some(other) => Err(invalid(
+            "type",
+            format!("expected a string, found {}", json_kind(other)),
+        )),
     }
 }
 
 fn take_version(object: &mut Map<String, Value>) -> Result<u32, ParseError> {
-    let value = object.remove("version").ok_or(ParseError::MissingField("version"))?;
+    let value = object
+        .remove("version")
+        .ok_or(ParseError::MissingField("version"))?;
     match value.as_u64() {
         Some(found) if found == u64::from(SCHEMA_VERSION) => Ok(SCHEMA_VERSION),
         _ => Err(ParseError::UnsupportedVersion {
@@ -132,7 +150,10 @@ fn take_id(object: &mut Map<String, Value>, field: &'static str) -> Result<Strin
             Err(invalid(field, "must not contain control characters".into()))
         }
         Some(Value::String(id)) => Ok(id),
-        Some(other) => Err(invalid(field, format!("expected a string, found {}", json_kind(&other)))),
+        Some(other) => Err(invalid(
+            field,
+            format!("expected a string, found {}", json_kind(&other)),
+        )),
     }
 }
 
@@ -171,7 +192,10 @@ fn body_error(kind: EventKind, message: &str) -> ParseError {
             ),
         };
     }
-    ParseError::InvalidField { field: kind.as_str().to_owned(), reason: message.to_owned() }
+    ParseError::InvalidField {
+        field: kind.as_str().to_owned(),
+        reason: message.to_owned(),
+    }
 }
 
 fn validate_body(body: &EventBody) -> Result<(), ParseError> {
@@ -205,14 +229,20 @@ fn validate_body(body: &EventBody) -> Result<(), ParseError> {
         EventBody::Device(change)
             if change.op == crate::event::DeviceOp::Trust && change.trusted_until.is_none() =>
         {
-            Err(invalid("trusted_until", "required when `op` is `trust`".into()))
+            Err(invalid(
+                "trusted_until",
+                "required when `op` is `trust`".into(),
+            ))
         }
         _ => Ok(()),
     }
 }
 
 fn invalid(field: &str, reason: String) -> ParseError {
-    ParseError::InvalidField { field: field.to_owned(), reason }
+    ParseError::InvalidField {
+        field: field.to_owned(),
+        reason,
+    }
 }
 
 fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
@@ -246,7 +276,9 @@ mod tests {
         let event = parse_event(ATTEMPT.as_bytes()).unwrap();
         assert_eq!(event.event_id, "e1");
         assert_eq!(event.user_id, "alice");
-        let EventBody::LoginAttempt(attempt) = event.body else { panic!("wrong body") };
+        let EventBody::LoginAttempt(attempt) = event.body else {
+            panic!("wrong body")
+        };
         assert_eq!(attempt.ip.to_string(), "81.2.69.142");
         assert_eq!(attempt.attributes.roles, vec!["admin".to_owned()]);
     }
@@ -293,11 +325,26 @@ mod tests {
             ("[1,2]", "not_object"),
             (r#"{"version":1}"#, "missing_field"),
             (&ATTEMPT.replace("login_attempt", "logout"), "unknown_type"),
-            (&ATTEMPT.replace("\"version\":1", "\"version\":2"), "unsupported_version"),
-            (&ATTEMPT.replace("\"event_id\":\"e1\"", "\"event_id\":\"\""), "invalid_field"),
-            (&ATTEMPT.replace("81.2.69.142", "999.1.1.1"), "invalid_field"),
-            (&ATTEMPT.replace("\"device_id\"", "\"colour\""), "invalid_field"),
-            (&ATTEMPT.replace("2026-01-31T09:30:00Z", "yesterday"), "invalid_field"),
+            (
+                &ATTEMPT.replace("\"version\":1", "\"version\":2"),
+                "unsupported_version",
+            ),
+            (
+                &ATTEMPT.replace("\"event_id\":\"e1\"", "\"event_id\":\"\""),
+                "invalid_field",
+            ),
+            (
+                &ATTEMPT.replace("81.2.69.142", "999.1.1.1"),
+                "invalid_field",
+            ),
+            (
+                &ATTEMPT.replace("\"device_id\"", "\"colour\""),
+                "invalid_field",
+            ),
+            (
+                &ATTEMPT.replace("2026-01-31T09:30:00Z", "yesterday"),
+                "invalid_field",
+            ),
         ];
         for (text, code) in cases {
             let err = parse_event(text.as_bytes()).unwrap_err();
@@ -309,7 +356,10 @@ mod tests {
     fn names_missing_body_field() {
         let text = ATTEMPT.replace("\"ip\":\"81.2.69.142\",", "");
         let err = parse_event(text.as_bytes()).unwrap_err();
-        assert_eq!(err.to_string(), "invalid field `ip`: required for `login_attempt` events");
+        assert_eq!(
+            err.to_string(),
+            "invalid field `ip`: required for `login_attempt` events"
+        );
     }
 
     #[test]
@@ -332,7 +382,10 @@ mod tests {
         let text = r#"{"type":"device","version":1,"event_id":"x","user_id":"u",
             "occurred_at":"2026-01-31T09:30:00Z","device_id":"d1","op":"trust"}"#;
         let err = parse_event(text.as_bytes()).unwrap_err();
-        assert_eq!(err.to_string(), "invalid field `trusted_until`: required when `op` is `trust`");
+        assert_eq!(
+            err.to_string(),
+            "invalid field `trusted_until`: required when `op` is `trust`"
+        );
     }
 
     #[test]

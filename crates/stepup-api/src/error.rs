@@ -1,0 +1,47 @@
+//! API errors and their gRPC status codes, mapped in one place.
+
+use stepup_engine::EngineError;
+
+/// Reasons a gRPC call fails.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A request field is missing or malformed.
+    #[error("invalid field `{field}`: {reason}")]
+    InvalidArgument {
+        /// Request field name.
+        field: &'static str,
+        /// What is wrong and what to send instead.
+        reason: String,
+    },
+    /// The decided event could not be appended to the events topic in time.
+    #[error(
+        "failed to append event `{event_id}` to the events topic: {cause}; retry with the same event_id"
+    )]
+    AppendFailed {
+        /// Event that was decided but not appended.
+        event_id: String,
+        /// Producer error.
+        cause: String,
+    },
+    /// No decision arrived before the deadline.
+    #[error(
+        "no decision for event `{0}` before the deadline; check that the event was published to the events topic"
+    )]
+    NoDecision(String),
+    /// The engine rejected the event.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        let message = err.to_string();
+        match err {
+            ApiError::InvalidArgument { .. } | ApiError::Engine(_) => {
+                tonic::Status::invalid_argument(message)
+            }
+            ApiError::AppendFailed { .. } => tonic::Status::unavailable(message),
+            ApiError::NoDecision(_) => tonic::Status::deadline_exceeded(message),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The gRPC server: the StepUp service, `grpc.health.v1` and server reflection.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::pb;
+use crate::service::StepUpService;
+
+/// gRPC settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address the gRPC server listens on. Default `127.0.0.1:50051`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// How long `Assess` and `CheckAction` wait for the events topic to acknowledge the
+    /// event, in milliseconds. Default 5000.
+    #[serde(default = "default_append_timeout_ms")]
+    pub append_timeout_ms: u64,
+    /// `AwaitDecision` wait when the request gives no timeout, in milliseconds. Default 5000.
+    #[serde(default = "default_await_default_ms")]
+    pub await_default_ms: u64,
+    /// Longest `AwaitDecision` wait a request may ask for, in milliseconds. Default 60000.
+    #[serde(default = "default_await_max_ms")]
+    pub await_max_ms: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            append_timeout_ms: default_append_timeout_ms(),
+            await_default_ms: default_await_default_ms(),
+            await_max_ms: default_await_max_ms(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:50051".into()
+}
+
+fn default_append_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_await_default_ms() -> u64 {
+    5000
+}
+
+fn default_await_max_ms() -> u64 {
+    60_000
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    service: StepUpService,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::step_up_server::StepUpServer<StepUpService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the descriptor sets are generated at build time from valid protos");
+
+    let address = listener
+        .local_addr()
+        .map(|addr| addr.to_string())
+        .unwrap_or_default();
+    info!(%address, "grpc server listening");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(pb::step_up_server::StepUpServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

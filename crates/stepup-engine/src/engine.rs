@@ -1,0 +1,589 @@
+//! The pipeline: enrich, compute signals, score, run the policy, decide, learn.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use prometheus::Registry;
+use stepup_events::{
+    Action, Decision, DeviceChange, DeviceOp, Event, EventBody, LoginAttempt, LoginResult,
+    MfaResult, ParseError, Reason, Requirement, RiskLevel, parse_event_with_limit, user_message,
+};
+use stepup_geo::{Geo, NetworkClass};
+use stepup_policy::{Evaluation, Policy};
+use stepup_signals::{
+    AttemptFacts, IpActivity, Profile, ProfileSummary, Signals, compute_signals, parse_user_agent,
+};
+use tokio::sync::broadcast;
+use tracing::trace;
+
+use crate::config::EngineConfig;
+use crate::context::{ActionView, EventView, PolicyContext, RiskView};
+use crate::metrics::EngineMetrics;
+use crate::risk::{self, RiskAssessment};
+use crate::state::{PendingAttempt, UserState};
+use crate::store::DecisionStore;
+
+/// Reasons an inline call cannot be decided.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The event has the wrong type for the call.
+    #[error("expected a `{expected}` event, got `{found}`")]
+    WrongEventType {
+        /// Type the call needs.
+        expected: &'static str,
+        /// Type it got.
+        found: &'static str,
+    },
+}
+
+/// What processing one event from the log did.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// A new decision was made and stored.
+    Decided(Arc<Decision>),
+    /// The event changed state only (results, device changes), or it was decided inline
+    /// earlier and now had its state change applied.
+    Applied,
+    /// The event was processed before; nothing changed.
+    Duplicate,
+}
+
+/// The risk engine. Cheap to share in an `Arc`; every method takes `&self`.
+pub struct Engine {
+    config: EngineConfig,
+    geo: Arc<Geo>,
+    policy: Arc<Policy>,
+    users: DashMap<String, UserState>,
+    ips: IpActivity,
+    decisions: DecisionStore,
+    metrics: EngineMetrics,
+    max_event_bytes: usize,
+}
+
+/// A login attempt after enrichment and scoring, before state is applied.
+struct Assessed {
+    decision: Arc<Decision>,
+    pending: PendingAttempt,
+}
+
+// === impl Engine ===
+
+impl Engine {
+    /// Builds an engine and registers its metrics in `registry`.
+    pub fn new(
+        config: EngineConfig,
+        geo: Arc<Geo>,
+        policy: Arc<Policy>,
+        registry: &Registry,
+    ) -> Result<Self, prometheus::Error> {
+        let metrics = EngineMetrics::register(registry)?;
+        let version = policy.rule_set().version().to_owned();
+        metrics
+            .rule_set
+            .with_label_values(&[version.as_str()])
+            .set(1);
+        Ok(Self {
+            ips: IpActivity::new(&config.signals),
+            decisions: DecisionStore::new(config.decisions.max_stored),
+            users: DashMap::new(),
+            config,
+            geo,
+            policy,
+            metrics,
+            max_event_bytes: stepup_events::DEFAULT_MAX_EVENT_BYTES,
+        })
+    }
+
+    /// Sets the size limit applied by [`Engine::process_bytes`].
+    pub fn with_max_event_bytes(mut self, max_event_bytes: usize) -> Self {
+        self.max_event_bytes = max_event_bytes;
+        self
+    }
+
+    /// Parses and processes one message from the events topic.
+    pub fn process_bytes(&self, payload: &[u8]) -> Result<Outcome, ParseError> {
+        match parse_event_with_limit(payload, self.max_event_bytes) {
+            Ok(event) => Ok(self.process(&event)),
+            Err(err) => {
+                self.metrics
+                    .events
+                    .with_label_values(&["invalid", err.code()])
+                    .inc();
+                Err(err)
+            }
+        }
+    }
+
+    /// Processes one event from the log: decides it (unless decided before) and applies its
+    /// state change. Events of one user must arrive in log order.
+    pub fn process(&self, event: &Event) -> Outcome {
+        let started = Instant::now();
+        let outcome = match &event.body {
+            EventBody::LoginAttempt(attempt) => self.process_attempt(event, attempt),
+            EventBody::Action(action) => self.process_action(event, action),
+            EventBody::LoginResult(result) => self.apply_login_result(event, result),
+            EventBody::MfaResult(result) => self.apply_mfa_result(event, result),
+            EventBody::Device(change) => self.apply_device(event, change),
+        };
+
+        let kind = event.kind().as_str();
+        let label = match &outcome {
+            Outcome::Decided(_) => "decided",
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+        };
+        self.metrics.events.with_label_values(&[kind, label]).inc();
+        self.metrics
+            .processing
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.profiles.set(gauge_value(self.users.len()));
+        outcome
+    }
+
+    /// Decides a login attempt inline (gRPC `Assess`) without changing any state. The caller
+    /// appends the event to the log; the consumer then applies it without deciding again.
+    pub fn assess(&self, event: &Event) -> Result<Arc<Decision>, EngineError> {
+        let EventBody::LoginAttempt(attempt) = &event.body else {
+            return Err(wrong_type("login_attempt", event));
+        };
+        if let Some(stored) = self.decisions.get(&event.event_id) {
+            return Ok(stored.decision);
+        }
+        let assessed = self.assess_attempt(event, attempt);
+        self.decisions.insert(assessed.decision.clone(), false);
+        Ok(assessed.decision)
+    }
+
+    /// Decides a sensitive action inline (gRPC `CheckAction`).
+    pub fn check_action(&self, event: &Event) -> Result<Arc<Decision>, EngineError> {
+        let EventBody::Action(action) = &event.body else {
+            return Err(wrong_type("action", event));
+        };
+        if let Some(stored) = self.decisions.get(&event.event_id) {
+            return Ok(stored.decision);
+        }
+        let decision = self.decide_action(event, action);
+        self.decisions.insert(decision.clone(), false);
+        Ok(decision)
+    }
+
+    /// Waits up to `timeout` for the decision on `event_id`.
+    pub async fn await_decision(&self, event_id: &str, timeout: Duration) -> Option<Arc<Decision>> {
+        self.decisions.wait(event_id, timeout).await
+    }
+
+    /// Returns the stored decision on `event_id`, if it is still held.
+    pub fn decision(&self, event_id: &str) -> Option<Arc<Decision>> {
+        self.decisions.get(event_id).map(|stored| stored.decision)
+    }
+
+    /// Subscribes to every new decision.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Decision>> {
+        self.decisions.subscribe()
+    }
+
+    /// Returns a copy of the user's profile, if the engine holds one.
+    pub fn profile(&self, user_id: &str) -> Option<Profile> {
+        self.users.get(user_id).map(|state| state.profile.clone())
+    }
+
+    /// Returns the number of users held.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Returns the number of decisions held for `AwaitDecision`.
+    pub fn stored_decisions(&self) -> usize {
+        self.decisions.len()
+    }
+
+    /// Returns the policy the engine evaluates.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    fn process_attempt(&self, event: &Event, attempt: &LoginAttempt) -> Outcome {
+        match self.decisions.get(&event.event_id) {
+            Some(stored) if stored.applied => Outcome::Duplicate,
+            Some(stored) => {
+                // Decided inline by `Assess`: rebuild the pending attempt without deciding again.
+                let pending = self.pending_from(event, attempt, &stored.decision);
+                self.apply_attempt(event, pending);
+                self.decisions.mark_applied(&event.event_id);
+                Outcome::Applied
+            }
+            None => {
+                let assessed = self.assess_attempt(event, attempt);
+                self.apply_attempt(event, assessed.pending);
+                self.decisions.insert(assessed.decision.clone(), true);
+                Outcome::Decided(assessed.decision)
+            }
+        }
+    }
+
+    fn process_action(&self, event: &Event, action: &Action) -> Outcome {
+        match self.decisions.get(&event.event_id) {
+            Some(stored) if stored.applied => Outcome::Duplicate,
+            Some(_) => {
+                self.decisions.mark_applied(&event.event_id);
+                Outcome::Applied
+            }
+            None => {
+                let decision = self.decide_action(event, action);
+                self.decisions.insert(decision.clone(), true);
+                Outcome::Decided(decision)
+            }
+        }
+    }
+
+    fn assess_attempt(&self, event: &Event, attempt: &LoginAttempt) -> Assessed {
+        let geo = self.geo.lookup(attempt.ip);
+        let user_agent = parse_user_agent(&attempt.user_agent);
+        let facts = AttemptFacts {
+            at: event.occurred_at,
+            ip: attempt.ip,
+            geo: &geo,
+            ua: &user_agent,
+            device_id: attempt.device_id.as_deref(),
+        };
+        let ip_velocity = self.ips.snapshot(attempt.ip, event.occurred_at);
+        let (signals, summary) = {
+            let state = self.users.get(&event.user_id);
+            let empty = Profile::default();
+            let profile = state.as_ref().map_or(&empty, |state| &state.profile);
+            let signals = compute_signals(profile, ip_velocity, &facts, &self.config.signals);
+            (signals, profile.summary(event.occurred_at))
+        };
+        let risk = risk::assess(&signals);
+        self.metrics.risk_score.observe(risk.score);
+
+        let mut view = EventView::new(event, geo.network.as_str(), Some(&user_agent));
+        view.device_id = attempt.device_id.as_deref();
+        let context = PolicyContext {
+            event: view,
+            signals: Some(&signals),
+            risk: RiskView::new(&risk),
+            profile: &summary,
+        };
+        let evaluation = self.policy.evaluate(&context);
+        let decision = Arc::new(self.build_decision(event, evaluation, &risk, Some(&signals)));
+        trace!(event_id = %event.event_id, requirement = decision.requirement.as_str(), "decided login attempt");
+
+        let pending = PendingAttempt {
+            event_id: event.event_id.clone(),
+            at: event.occurred_at,
+            ip: attempt.ip,
+            geo,
+            user_agent,
+            device_id: attempt.device_id.clone(),
+            score: risk.score,
+            requirement: decision.requirement,
+            first_factor_passed: false,
+        };
+        Assessed { decision, pending }
+    }
+
+    fn pending_from(
+        &self,
+        event: &Event,
+        attempt: &LoginAttempt,
+        decision: &Decision,
+    ) -> PendingAttempt {
+        PendingAttempt {
+            event_id: event.event_id.clone(),
+            at: event.occurred_at,
+            ip: attempt.ip,
+            geo: self.geo.lookup(attempt.ip),
+            user_agent: parse_user_agent(&attempt.user_agent),
+            device_id: attempt.device_id.clone(),
+            score: decision.risk_score,
+            requirement: decision.requirement,
+            first_factor_passed: false,
+        }
+    }
+
+    fn apply_attempt(&self, event: &Event, pending: PendingAttempt) {
+        self.ips
+            .record_attempt(pending.ip, &event.user_id, event.occurred_at);
+        self.metrics.tracked_ips.set(gauge_value(self.ips.len()));
+        let max_pending = self.config.learning.max_pending_attempts;
+        self.users
+            .entry(event.user_id.clone())
+            .or_default()
+            .push_pending(pending, max_pending);
+    }
+
+    fn apply_login_result(&self, event: &Event, result: &LoginResult) -> Outcome {
+        let mut state = self.users.entry(event.user_id.clone()).or_default();
+        let signals_config = &self.config.signals;
+        if !result.success {
+            let pending = state.take_pending(&result.attempt_id);
+            state
+                .profile
+                .record_failure(event.occurred_at, signals_config);
+            if let Some(ip) = result.ip.or(pending.as_ref().map(|pending| pending.ip)) {
+                self.ips
+                    .record_failure(ip, &event.user_id, event.occurred_at);
+            }
+            return Outcome::Applied;
+        }
+
+        let max_score = self.config.learning.max_score_without_mfa;
+        let Some(index) = state
+            .pending
+            .iter()
+            .position(|p| p.event_id == result.attempt_id)
+        else {
+            return Outcome::Applied;
+        };
+        let pending = &mut state.pending[index];
+        match pending.requirement {
+            Requirement::Allow if pending.score < max_score => {
+                if let Some(pending) = state.pending.remove(index) {
+                    state
+                        .profile
+                        .learn_verified(&pending.facts(), signals_config);
+                }
+            }
+            Requirement::Mfa => pending.first_factor_passed = true,
+            // Allowed at a score too high to learn from, or denied yet signed in by the
+            // caller: the login happened but teaches nothing.
+            Requirement::Allow | Requirement::Deny => {
+                state.pending.remove(index);
+            }
+        }
+        Outcome::Applied
+    }
+
+    fn apply_mfa_result(&self, event: &Event, result: &MfaResult) -> Outcome {
+        let mut state = self.users.entry(event.user_id.clone()).or_default();
+        state
+            .profile
+            .record_mfa(event.occurred_at, result.factor, result.passed);
+        if !result.passed {
+            state
+                .profile
+                .record_failure(event.occurred_at, &self.config.signals);
+            return Outcome::Applied;
+        }
+        let pending = result
+            .attempt_id
+            .as_deref()
+            .and_then(|id| state.take_pending(id));
+        if let Some(pending) = pending {
+            state
+                .profile
+                .learn_verified(&pending.facts(), &self.config.signals);
+        }
+        Outcome::Applied
+    }
+
+    fn apply_device(&self, event: &Event, change: &DeviceChange) -> Outcome {
+        let mut state = self.users.entry(event.user_id.clone()).or_default();
+        match (change.op, change.trusted_until) {
+            (DeviceOp::Trust, Some(until)) => state.profile.trust_device(&change.device_id, until),
+            (DeviceOp::Trust, None) => {}
+            (DeviceOp::Forget, _) => state.profile.forget_device(&change.device_id),
+        }
+        Outcome::Applied
+    }
+
+    fn decide_action(&self, event: &Event, action: &Action) -> Arc<Decision> {
+        let at = event.occurred_at;
+        let summary = self
+            .users
+            .get(&event.user_id)
+            .map(|state| state.profile.summary(at))
+            .unwrap_or_else(|| Profile::default().summary(at));
+        let sensitive = self
+            .config
+            .actions
+            .sensitive
+            .iter()
+            .any(|name| name == &action.name);
+        let network = action
+            .ip
+            .map_or(NetworkClass::Private, |ip| self.geo.lookup(ip).network);
+        let risk = RiskAssessment {
+            score: 0.0,
+            level: RiskLevel::Low,
+            contributions: Vec::new(),
+            top_factor: "none",
+        };
+
+        let mut view = EventView::new(event, network.as_str(), None);
+        view.action = Some(ActionView {
+            name: &action.name,
+            session_id: &action.session_id,
+            sensitive,
+            attributes: &action.attributes,
+        });
+        let context = PolicyContext {
+            event: view,
+            signals: None,
+            risk: RiskView::new(&risk),
+            profile: &summary,
+        };
+        let mut evaluation = self.policy.evaluate(&context);
+        if sensitive {
+            self.require_recent_mfa(&mut evaluation, &summary);
+        }
+        Arc::new(self.build_decision(event, evaluation, &risk, None))
+    }
+
+    /// Raises the evaluation to MFA when the last passed MFA is older than the window.
+    fn require_recent_mfa(&self, evaluation: &mut Evaluation, summary: &ProfileSummary) {
+        let window = self.config.actions.recent_mfa_window_s;
+        let fresh = summary
+            .last_mfa_age_s
+            .is_some_and(|age| (0..=window).contains(&age));
+        if fresh || evaluation.requirement == Requirement::Deny {
+            return;
+        }
+        let mut values = BTreeMap::new();
+        values.insert("window_s".to_owned(), window.to_string());
+        let age = summary
+            .last_mfa_age_s
+            .map_or("never".to_owned(), |age| age.to_string());
+        values.insert("last_mfa_age_s".to_owned(), age);
+        let reason = Reason {
+            code: "stale_mfa".into(),
+            signal: "mfa_recency".into(),
+            message: format!("sensitive action needs an MFA passed in the last {window} s"),
+            values,
+            ..Reason::default()
+        };
+        if evaluation.requirement == Requirement::Allow {
+            evaluation.requirement = Requirement::Mfa;
+            evaluation.factors = self.policy.default_factors().to_vec();
+            evaluation.reasons.clear();
+        }
+        evaluation.reasons.insert(0, reason);
+    }
+
+    fn build_decision(
+        &self,
+        event: &Event,
+        evaluation: Evaluation,
+        risk: &RiskAssessment,
+        signals: Option<&Signals>,
+    ) -> Decision {
+        self.count_evaluation(&evaluation);
+        let requirement = evaluation.requirement;
+        let mut reasons = evaluation.reasons;
+        for reason in &mut reasons {
+            if reason.signal.is_empty() {
+                reason.signal = signal_of(&reason.code).to_owned();
+            }
+        }
+        if signals.is_some() {
+            reasons.push(risk_reason(risk));
+        }
+        let factors = if requirement == Requirement::Mfa {
+            evaluation.factors
+        } else {
+            Vec::new()
+        };
+        let remember = if requirement == Requirement::Deny {
+            0
+        } else {
+            self.config.decisions.remember_device_ttl_s
+        };
+        Decision {
+            event_id: event.event_id.clone(),
+            user_id: event.user_id.clone(),
+            requirement,
+            factors,
+            risk_score: risk.score,
+            risk_level: risk.level,
+            reasons,
+            user_message: user_message(requirement).to_owned(),
+            remember_device_ttl_s: remember,
+            rule_set_version: evaluation.rule_set_version,
+            decided_at: event.occurred_at,
+            expires_at: expiry(event.occurred_at, self.config.decisions.ttl_s),
+        }
+    }
+
+    fn count_evaluation(&self, evaluation: &Evaluation) {
+        let rule = evaluation
+            .deciding_rules
+            .first()
+            .map_or("none", String::as_str);
+        let requirement = evaluation.requirement.as_str();
+        self.metrics
+            .decisions
+            .with_label_values(&[requirement, rule])
+            .inc();
+        for error in &evaluation.rule_errors {
+            self.metrics
+                .rule_errors
+                .with_label_values(&[error.rule_id.as_str()])
+                .inc();
+        }
+        for shadow in &evaluation.shadow {
+            let labels = [shadow.rule_id.as_str(), shadow.requirement.as_str()];
+            self.metrics
+                .shadow_decisions
+                .with_label_values(&labels)
+                .inc();
+        }
+    }
+}
+
+fn wrong_type(expected: &'static str, event: &Event) -> EngineError {
+    EngineError::WrongEventType {
+        expected,
+        found: event.kind().as_str(),
+    }
+}
+
+fn expiry(at: DateTime<Utc>, ttl_s: u64) -> DateTime<Utc> {
+    let ttl = chrono::Duration::seconds(i64::try_from(ttl_s).unwrap_or(i64::MAX / 1000));
+    at.checked_add_signed(ttl).unwrap_or(at)
+}
+
+fn gauge_value(len: usize) -> i64 {
+    i64::try_from(len).unwrap_or(i64::MAX)
+}
+
+/// Returns the signal family of a default reason code, for reasons whose rule did not say.
+fn signal_of(code: &str) -> &'static str {
+    match code {
+        c if c.contains("travel") => "travel",
+        c if c.contains("spray") || c.contains("velocity") || c.contains("failure") => "velocity",
+        c if c.contains("device") => "device",
+        c if c.contains("country") || c.contains("city") || c.contains("network") => "network",
+        c if c.contains("risk") => "risk",
+        c if c.contains("admin") || c.contains("role") => "account",
+        _ => "policy",
+    }
+}
+
+/// Builds the reason that carries the score's breakdown.
+fn risk_reason(risk: &RiskAssessment) -> Reason {
+    let mut values = BTreeMap::new();
+    values.insert("score".to_owned(), format!("{:.3}", risk.score));
+    for contribution in &risk.contributions {
+        values.insert(
+            contribution.feature.to_owned(),
+            format!("{:+.2}", contribution.log_odds),
+        );
+    }
+    Reason {
+        code: "risk_score".into(),
+        signal: "risk".into(),
+        message: format!(
+            "risk score {:.2} ({}), largest contribution: {}",
+            risk.score,
+            risk.level.as_str(),
+            risk.top_factor
+        ),
+        values,
+        ..Reason::default()
+    }
+}
