@@ -20,3 +20,6 @@ pub use config::{ActionConfig, DecisionConfig, EngineConfig, LearningConfig};
 pub use engine::{Engine, EngineError, Outcome};
 pub use metrics::EngineMetrics;
 pub use state::{PendingAttempt, UserState};
+
+#[cfg(test)]
+mod tests;

@@ -81,6 +81,9 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     let kafka = EmbeddedKafka::start(1, &topics).context("failed to start the embedded Kafka")?;
     config.kafka.brokers = kafka.bootstrap_servers();
     config.kafka.group_id = "stepup-demo".into();
+    // The mock broker answers a fetch only when `fetch.wait.max.ms` runs out, even when
+    // messages arrive sooner, so a short wait keeps the demo's decision latency low.
+    config.kafka.client.insert("fetch.wait.max.ms".into(), "5".into());
     config.api.listen = args.grpc_listen.clone();
     config.metrics.listen = args.metrics_listen.clone();
 
@@ -164,6 +167,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         eprintln!("serving gRPC at {} until Ctrl-C", running.grpc);
         let _ = tokio::signal::ctrl_c().await;
     }
+    drop(driver);
     let _ = stop.send(true);
     for task in running.tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
