@@ -43,6 +43,8 @@ pub(crate) struct ActionView<'a> {
     pub name: &'a str,
     pub session_id: &'a str,
     pub sensitive: bool,
+    /// `engine.actions.recent_mfa_window_s`, so rules use the configured window.
+    pub max_mfa_age_s: i64,
     pub attributes: &'a std::collections::BTreeMap<String, String>,
 }
 

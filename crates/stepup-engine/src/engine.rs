@@ -420,6 +420,7 @@ impl Engine {
             name: &action.name,
             session_id: &action.session_id,
             sensitive,
+            max_mfa_age_s: self.config.actions.recent_mfa_window_s,
             attributes: &action.attributes,
         });
         let context = PolicyContext {
@@ -435,13 +436,14 @@ impl Engine {
         Arc::new(self.build_decision(event, evaluation, &risk, None))
     }
 
-    /// Raises the evaluation to MFA when the last passed MFA is older than the window.
+    /// Raises an allowed sensitive action to MFA when the last passed MFA is older than the
+    /// window. This is a floor under the rules: it holds even when no rule covers actions.
     fn require_recent_mfa(&self, evaluation: &mut Evaluation, summary: &ProfileSummary) {
         let window = self.config.actions.recent_mfa_window_s;
         let fresh = summary
             .last_mfa_age_s
             .is_some_and(|age| (0..=window).contains(&age));
-        if fresh || evaluation.requirement == Requirement::Deny {
+        if fresh || evaluation.requirement != Requirement::Allow {
             return;
         }
         let mut values = BTreeMap::new();
@@ -457,12 +459,9 @@ impl Engine {
             values,
             ..Reason::default()
         };
-        if evaluation.requirement == Requirement::Allow {
-            evaluation.requirement = Requirement::Mfa;
-            evaluation.factors = self.policy.default_factors().to_vec();
-            evaluation.reasons.clear();
-        }
-        evaluation.reasons.insert(0, reason);
+        evaluation.requirement = Requirement::Mfa;
+        evaluation.factors = self.policy.default_factors().to_vec();
+        evaluation.reasons = vec![reason];
     }
 
     fn build_decision(

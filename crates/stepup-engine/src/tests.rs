@@ -24,7 +24,10 @@ fn workspace() -> PathBuf {
 }
 
 fn shipped_policy() -> Policy {
-    let config = PolicyConfig { dir: workspace().join("rules"), ..PolicyConfig::default() };
+    let config = PolicyConfig {
+        dir: workspace().join("rules"),
+        ..PolicyConfig::default()
+    };
     let rules = RuleSet::load_dir(&config).unwrap();
     Policy::new(config, rules)
 }
@@ -36,8 +39,7 @@ fn engine_with(policy: Policy) -> (Engine, Registry) {
     };
     let geo = Arc::new(Geo::open(&paths).unwrap());
     let registry = Registry::new();
-    let engine =
-        Engine::new(EngineConfig::default(), geo, Arc::new(policy), &registry).unwrap();
+    let engine = Engine::new(EngineConfig::default(), geo, Arc::new(policy), &registry).unwrap();
     (engine, registry)
 }
 
@@ -118,7 +120,9 @@ fn verified_login(engine: &Engine, user: &str, minutes: i64, tag: &str) {
 
 fn metric_text(registry: &Registry) -> String {
     let mut buffer = Vec::new();
-    prometheus::TextEncoder::new().encode(&registry.gather(), &mut buffer).unwrap();
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut buffer)
+        .unwrap();
     String::from_utf8(buffer).unwrap()
 }
 
@@ -146,10 +150,17 @@ fn impossible_travel_requires_mfa_with_reason() {
     let decision = decided(engine.process(&far));
 
     assert_eq!(decision.requirement, Requirement::Mfa);
-    let reason = decision.reasons.iter().find(|r| r.code == "impossible_travel").unwrap();
+    let reason = decision
+        .reasons
+        .iter()
+        .find(|r| r.code == "impossible_travel")
+        .unwrap();
     assert_eq!(reason.signal, "travel");
     assert_eq!(reason.rule_id, "impossible_travel");
-    assert!(!reason.values.is_empty(), "travel reason carries its inputs");
+    assert!(
+        !reason.values.is_empty(),
+        "travel reason carries its inputs"
+    );
     assert!(decision.reasons.iter().any(|r| r.code == "risk_score"));
 }
 
@@ -159,7 +170,8 @@ fn familiar_login_is_allowed() {
     for day in 0..3 {
         verified_login(&engine, "carol", day * 24 * 60, &format!("d{day}"));
     }
-    let decision = decided(engine.process(&attempt("next", "carol", 4 * 24 * 60, LONDON, "laptop")));
+    let decision =
+        decided(engine.process(&attempt("next", "carol", 4 * 24 * 60, LONDON, "laptop")));
     assert_eq!(decision.requirement, Requirement::Allow);
     assert!(decision.factors.is_empty());
     assert_eq!(decision.decided_at, at(4 * 24 * 60));
@@ -187,30 +199,65 @@ fn assess_then_consume_decides_once() {
 #[test]
 fn assess_rejects_other_event_types() {
     let (engine, _) = engine();
-    let err = engine.assess(&action("x", "erin", 0, "change_password")).unwrap_err();
-    assert_eq!(err.to_string(), "expected a `login_attempt` event, got `action`");
+    let err = engine
+        .assess(&action("x", "erin", 0, "change_password"))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "expected a `login_attempt` event, got `action`"
+    );
 }
 
 #[test]
 fn sensitive_action_needs_recent_mfa() {
     let (engine, _) = engine();
-    let stale = engine.check_action(&action("x1", "frank", 0, "change_password")).unwrap();
+    let stale = engine
+        .check_action(&action("x1", "frank", 0, "change_password"))
+        .unwrap();
     assert_eq!(stale.requirement, Requirement::Mfa);
-    assert!(stale.reasons.iter().any(|r| r.code == "stale_mfa"), "{:?}", stale.reasons);
+    assert_eq!(
+        stale.reasons[0].code, "sensitive_action_recent_mfa",
+        "{:?}",
+        stale.reasons
+    );
 
     engine.process(&mfa("m1", "frank", 10, None, true));
-    let fresh = engine.check_action(&action("x2", "frank", 11, "change_password")).unwrap();
+    let fresh = engine
+        .check_action(&action("x2", "frank", 11, "change_password"))
+        .unwrap();
     assert_eq!(fresh.requirement, Requirement::Allow, "{:?}", fresh.reasons);
 
-    let later = engine.check_action(&action("x3", "frank", 10 + 60, "change_password")).unwrap();
+    let later = engine
+        .check_action(&action("x3", "frank", 10 + 60, "change_password"))
+        .unwrap();
     assert_eq!(later.requirement, Requirement::Mfa);
+}
+
+#[test]
+fn engine_floor_covers_actions_without_rules() {
+    let config = PolicyConfig::default();
+    let rules = RuleSet::from_sources(&[], &config).unwrap();
+    let (engine, _) = engine_with(Policy::new(config, rules));
+    let decision = engine
+        .check_action(&action("x1", "fay", 0, "change_password"))
+        .unwrap();
+    assert_eq!(decision.requirement, Requirement::Mfa);
+    assert_eq!(decision.reasons[0].code, "stale_mfa");
+    assert_eq!(decision.reasons[0].values["window_s"], "900");
 }
 
 #[test]
 fn ordinary_action_is_allowed() {
     let (engine, _) = engine();
-    let decision = engine.check_action(&action("x1", "gina", 0, "view_invoice")).unwrap();
-    assert_eq!(decision.requirement, Requirement::Allow, "{:?}", decision.reasons);
+    let decision = engine
+        .check_action(&action("x1", "gina", 0, "view_invoice"))
+        .unwrap();
+    assert_eq!(
+        decision.requirement,
+        Requirement::Allow,
+        "{:?}",
+        decision.reasons
+    );
 }
 
 #[test]
@@ -230,7 +277,12 @@ fn trusted_device_is_remembered() {
         trusted_until: Some(at(60 * 24)),
     });
     engine.process(&event("t1", "ivy", 0, trust));
-    assert!(engine.profile("ivy").unwrap().is_trusted_device("phone", at(5)));
+    assert!(
+        engine
+            .profile("ivy")
+            .unwrap()
+            .is_trusted_device("phone", at(5))
+    );
 }
 
 #[test]
@@ -269,7 +321,10 @@ fn invalid_bytes_are_counted_with_code() {
     let err = engine.process_bytes(b"{not json").unwrap_err();
     assert_eq!(err.code(), "not_json");
     let text = metric_text(&registry);
-    assert!(text.contains(r#"stepup_events_total{outcome="not_json",type="invalid"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"stepup_events_total{outcome="not_json",type="invalid"} 1"#),
+        "{text}"
+    );
 }
 
 #[test]
@@ -296,10 +351,15 @@ async fn await_decision_wakes_when_event_is_processed() {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     engine.process(&attempt("late", "kim", 0, LONDON, "laptop"));
-    let decision = waiter.await.unwrap().expect("decision arrives before the deadline");
+    let decision = waiter
+        .await
+        .unwrap()
+        .expect("decision arrives before the deadline");
     assert_eq!(decision.event_id, "late");
 
-    let missing = engine.await_decision("never", Duration::from_millis(20)).await;
+    let missing = engine
+        .await_decision("never", Duration::from_millis(20))
+        .await;
     assert!(missing.is_none());
 }
 
