@@ -23,7 +23,7 @@ mod test_support;
 
 pub use config::{ConfigError, SignalConfig};
 pub use ip_activity::{IpActivity, IpVelocity};
-pub use profile::{Profile, ProfileSummary};
+pub use profile::{Feature, FeatureValue, Profile, ProfileSummary, ip_prefix_hash};
 pub use signals::{AttemptFacts, Novelty, Signals, compute_signals};
 pub use travel::TravelSignal;
 pub use user_agent::{UNKNOWN, UserAgentInfo, parse_user_agent};

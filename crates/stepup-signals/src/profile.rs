@@ -1,6 +1,7 @@
 //! The per-user behavioural profile, learnt from verified logins.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use chrono::{DateTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,8 @@ const SAME_PLACE_KM: f64 = 1.0;
 /// Behavioural history of one user, built only from verified logins and account events.
 ///
 /// Every collection is bounded by [`SignalConfig`] or a constant, and maps are `BTreeMap`s so
-/// the serialized form is deterministic. The profile stores no IP addresses.
+/// the serialized form is deterministic. The profile stores no IP addresses, only hashes of
+/// coarse prefixes.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Profile {
@@ -49,6 +51,8 @@ pub struct Profile {
     pub(crate) browsers: BTreeMap<String, FeatureStat>,
     /// OS families.
     pub(crate) oses: BTreeMap<String, FeatureStat>,
+    /// Coarse IP prefixes (IPv4 /24, IPv6 /48) as [`ip_prefix_hash`] values, never addresses.
+    pub(crate) ip_prefixes: BTreeMap<u64, FeatureStat>,
     /// Verified logins per UTC hour of day.
     pub(crate) hours: [u64; 24],
     /// Recent verified locations, oldest first.
@@ -109,6 +113,75 @@ pub struct ProfileSummary {
     pub failures_in_window: u32,
 }
 
+/// A login feature whose per-value counts a profile keeps, for the risk model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Feature {
+    /// Coarse IP prefix: IPv4 /24 or IPv6 /48.
+    IpPrefix,
+    /// Autonomous system number.
+    Asn,
+    /// Country code.
+    Country,
+    /// Browser family.
+    Browser,
+    /// OS family.
+    Os,
+    /// Device id, where sending none is a value of its own.
+    Device,
+}
+
+/// The value of one [`Feature`] in a login, borrowed from the attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FeatureValue<'a> {
+    /// An [`ip_prefix_hash`] value.
+    IpPrefix(u64),
+    /// An autonomous system number.
+    Asn(u32),
+    /// A country code.
+    Country(&'a str),
+    /// A browser family.
+    Browser(&'a str),
+    /// An OS family.
+    Os(&'a str),
+    /// A device id, or `None` when the client sent none.
+    Device(Option<&'a str>),
+}
+
+/// FNV-1a 64-bit offset basis and prime. FNV is used because its output is fixed by its
+/// specification, so stored prefix hashes stay valid across builds and Rust versions.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Returns the FNV-1a hash of the concatenated byte slices.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash = FNV_OFFSET;
+    for byte in parts.iter().flat_map(|part| part.iter()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(FNV_PRIME);
+    }
+    hash
+}
+
+/// Returns the 64-bit hash that stands for the coarse prefix of `ip`: the /24 of an IPv4
+/// address (IPv4-mapped IPv6 included) or the /48 of an IPv6 address.
+///
+/// The hash is stable across builds, so profiles may store it.
+///
+/// NOTE: the hash has no secret key, so anyone holding it can recover the /24 by hashing all
+/// 2^24 IPv4 prefixes. It hides the host part, not the network.
+pub fn ip_prefix_hash(ip: IpAddr) -> u64 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            fnv1a(&[&[4, a, b, c]])
+        }
+        IpAddr::V6(v6) => {
+            let octets = v6.octets();
+            fnv1a(&[&[6], &octets[..6]])
+        }
+    }
+}
+
 /// Returns the key under which a city is stored and looked up.
 pub(crate) fn city_key(location: &Location) -> Option<String> {
     let city = location.city.as_deref()?;
@@ -118,10 +191,69 @@ pub(crate) fn city_key(location: &Location) -> Option<String> {
     ))
 }
 
+// === impl Feature ===
+
+impl Feature {
+    /// Every feature, in declaration order.
+    pub const ALL: [Feature; 6] = [
+        Feature::IpPrefix,
+        Feature::Asn,
+        Feature::Country,
+        Feature::Browser,
+        Feature::Os,
+        Feature::Device,
+    ];
+
+    /// Returns the snake_case name used in explanations and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::IpPrefix => "ip_prefix",
+            Feature::Asn => "asn",
+            Feature::Country => "country",
+            Feature::Browser => "browser",
+            Feature::Os => "os",
+            Feature::Device => "device",
+        }
+    }
+}
+
+// === impl FeatureValue ===
+
+impl FeatureValue<'_> {
+    /// Returns the feature this value belongs to.
+    pub fn feature(&self) -> Feature {
+        match self {
+            FeatureValue::IpPrefix(_) => Feature::IpPrefix,
+            FeatureValue::Asn(_) => Feature::Asn,
+            FeatureValue::Country(_) => Feature::Country,
+            FeatureValue::Browser(_) => Feature::Browser,
+            FeatureValue::Os(_) => Feature::Os,
+            FeatureValue::Device(_) => Feature::Device,
+        }
+    }
+
+    /// Returns a stable 64-bit key for the value, distinct across features.
+    ///
+    /// IP prefixes are already hashes and keep their value. Other values are FNV-1a hashes of
+    /// a feature tag and their bytes, so different values of one feature collide only by
+    /// chance (about 2^-64 per pair).
+    pub fn key(&self) -> u64 {
+        match *self {
+            FeatureValue::IpPrefix(hash) => hash,
+            FeatureValue::Asn(number) => fnv1a(&[b"A", &number.to_be_bytes()]),
+            FeatureValue::Country(country) => fnv1a(&[b"C", country.as_bytes()]),
+            FeatureValue::Browser(browser) => fnv1a(&[b"B", browser.as_bytes()]),
+            FeatureValue::Os(os) => fnv1a(&[b"O", os.as_bytes()]),
+            FeatureValue::Device(Some(id)) => fnv1a(&[b"D+", id.as_bytes()]),
+            FeatureValue::Device(None) => fnv1a(&[b"D-"]),
+        }
+    }
+}
+
 // === impl Profile ===
 
 impl Profile {
-    /// Learns a verified login: device, place, network, browser, OS, hour and location.
+    /// Learns a verified login: device, IP prefix, place, network, browser, OS, hour and location.
     ///
     /// Call it only for logins that were verified (MFA passed, or low risk and successful).
     pub fn learn_verified(&mut self, facts: &AttemptFacts<'_>, config: &SignalConfig) {
@@ -137,6 +269,7 @@ impl Profile {
         }
 
         let limit = config.max_values_per_feature;
+        bump(&mut self.ip_prefixes, ip_prefix_hash(facts.ip), at, limit);
         bump(&mut self.browsers, facts.ua.browser.clone(), at, limit);
         bump(&mut self.oses, facts.ua.os.clone(), at, limit);
         if let Some(asn) = &facts.geo.asn {
@@ -257,6 +390,49 @@ impl Profile {
                 .map(|last| (at - last).num_seconds().max(0)),
             failures_in_window: self.failures_in_window(at, window_s),
         }
+    }
+
+    /// Returns how many remembered verified logins had `value`.
+    ///
+    /// Counts cover only values still remembered, so an evicted value counts 0. For
+    /// `FeatureValue::Device(None)` it is the number of verified logins without a device id.
+    pub fn feature_count(&self, value: FeatureValue<'_>) -> u64 {
+        let stat = |stat: Option<&FeatureStat>| stat.map_or(0, |stat| stat.count);
+        match value {
+            FeatureValue::IpPrefix(hash) => stat(self.ip_prefixes.get(&hash)),
+            FeatureValue::Asn(number) => stat(self.asns.get(&number)),
+            FeatureValue::Country(country) => stat(self.countries.get(country)),
+            FeatureValue::Browser(browser) => stat(self.browsers.get(browser)),
+            FeatureValue::Os(os) => stat(self.oses.get(os)),
+            FeatureValue::Device(Some(id)) => self.devices.get(id).map_or(0, |d| d.logins),
+            FeatureValue::Device(None) => self.logins_without_device(),
+        }
+    }
+
+    /// Returns the sum of [`Profile::feature_count`] over every remembered value of `feature`.
+    ///
+    /// This is at most the number of verified logins: logins without the feature (no ASN, no
+    /// known location) and evicted values are not counted. It walks the feature's map, which
+    /// `max_values_per_feature` (or `max_devices`) bounds.
+    pub fn feature_total(&self, feature: Feature) -> u64 {
+        fn sum<K>(map: &BTreeMap<K, FeatureStat>) -> u64 {
+            map.values().map(|stat| stat.count).sum()
+        }
+        match feature {
+            Feature::IpPrefix => sum(&self.ip_prefixes),
+            Feature::Asn => sum(&self.asns),
+            Feature::Country => sum(&self.countries),
+            Feature::Browser => sum(&self.browsers),
+            Feature::Os => sum(&self.oses),
+            Feature::Device => {
+                let with_device: u64 = self.devices.values().map(|device| device.logins).sum();
+                with_device + self.logins_without_device()
+            }
+        }
+    }
+
+    fn logins_without_device(&self) -> u64 {
+        self.verified_logins.saturating_sub(self.logins_with_device)
     }
 
     /// Returns whether a device id is seen on most verified logins.

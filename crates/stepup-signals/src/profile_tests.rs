@@ -299,3 +299,115 @@ fn deserializes_profile_with_missing_fields() {
     assert_eq!(restored.verified_logins(), 3);
     assert!(restored.devices.is_empty());
 }
+
+#[test]
+fn ip_prefix_hash_groups_by_prefix() {
+    let v4 = |d: u8| IpAddr::from([198, 51, 100, d]);
+    assert_eq!(ip_prefix_hash(v4(7)), ip_prefix_hash(v4(200)));
+    assert_ne!(
+        ip_prefix_hash(v4(7)),
+        ip_prefix_hash(IpAddr::from([198, 51, 101, 7]))
+    );
+    let mapped: IpAddr = "::ffff:198.51.100.9".parse().unwrap();
+    assert_eq!(ip_prefix_hash(mapped), ip_prefix_hash(v4(7)));
+
+    let v6_a: IpAddr = "2001:db8:1::1".parse().unwrap();
+    let v6_b: IpAddr = "2001:db8:1:ffff::2".parse().unwrap();
+    let v6_other: IpAddr = "2001:db8:2::1".parse().unwrap();
+    assert_eq!(ip_prefix_hash(v6_a), ip_prefix_hash(v6_b));
+    assert_ne!(ip_prefix_hash(v6_a), ip_prefix_hash(v6_other));
+}
+
+#[test]
+fn ip_prefix_hash_is_stable_fnv1a() {
+    // FNV-1a 64 of the bytes [4, 198, 51, 100], computed by hand from the specification, so a
+    // change of hash function (which would orphan stored prefixes) fails here.
+    let mut expected: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in [4u8, 198, 51, 100] {
+        expected ^= u64::from(byte);
+        expected = expected.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    assert_eq!(ip_prefix_hash(test_ip()), expected);
+}
+
+#[test]
+fn feature_counts_follow_learning() {
+    let config = SignalConfig::default();
+    let ua = chrome_windows();
+    let mut profile = Profile::default();
+    let logins = [
+        (geo(LONDON), Some("laptop")),
+        (geo(LONDON), Some("laptop")),
+        (geo(PARIS), None),
+        (GeoInfo::unknown(), None),
+    ];
+    for (minutes, (place, device)) in logins.iter().enumerate() {
+        let at = at_minutes(minutes as i64);
+        learn_with(&mut profile, &config, at, place, &ua, *device);
+    }
+
+    let prefix = ip_prefix_hash(test_ip());
+    assert_eq!(profile.feature_count(FeatureValue::IpPrefix(prefix)), 4);
+    assert_eq!(profile.feature_count(FeatureValue::IpPrefix(prefix ^ 1)), 0);
+    assert_eq!(profile.feature_count(FeatureValue::Country("GB")), 2);
+    assert_eq!(profile.feature_count(FeatureValue::Country("FR")), 1);
+    assert_eq!(profile.feature_count(FeatureValue::Country("DE")), 0);
+    assert_eq!(profile.feature_count(FeatureValue::Asn(2856)), 3);
+    assert_eq!(profile.feature_count(FeatureValue::Browser("Chrome")), 4);
+    assert_eq!(profile.feature_count(FeatureValue::Os("Windows")), 4);
+    assert_eq!(
+        profile.feature_count(FeatureValue::Device(Some("laptop"))),
+        2
+    );
+    assert_eq!(
+        profile.feature_count(FeatureValue::Device(Some("phone"))),
+        0
+    );
+    assert_eq!(profile.feature_count(FeatureValue::Device(None)), 2);
+
+    assert_eq!(profile.feature_total(Feature::IpPrefix), 4);
+    assert_eq!(profile.feature_total(Feature::Country), 3);
+    assert_eq!(profile.feature_total(Feature::Asn), 3);
+    assert_eq!(profile.feature_total(Feature::Browser), 4);
+    assert_eq!(profile.feature_total(Feature::Os), 4);
+    assert_eq!(profile.feature_total(Feature::Device), 4);
+}
+
+#[test]
+fn ip_prefixes_are_bounded() {
+    let config = SignalConfig {
+        max_values_per_feature: 2,
+        ..SignalConfig::default()
+    };
+    let ua = chrome_windows();
+    let city = geo(LONDON);
+    let mut profile = Profile::default();
+    for last in 0..5u8 {
+        let mut attempt = facts(at_minutes(i64::from(last)), &city, &ua, None);
+        attempt.ip = IpAddr::from([203, 0, last, 1]);
+        profile.learn_verified(&attempt, &config);
+    }
+
+    assert_eq!(profile.ip_prefixes.len(), 2);
+    let newest = ip_prefix_hash(IpAddr::from([203, 0, 4, 1]));
+    assert_eq!(profile.feature_count(FeatureValue::IpPrefix(newest)), 1);
+    assert_eq!(profile.feature_total(Feature::IpPrefix), 2);
+}
+
+#[test]
+fn feature_value_keys_differ_across_features() {
+    let keys = [
+        FeatureValue::Country("x").key(),
+        FeatureValue::Browser("x").key(),
+        FeatureValue::Os("x").key(),
+        FeatureValue::Device(Some("x")).key(),
+        FeatureValue::Device(Some("")).key(),
+        FeatureValue::Device(None).key(),
+        FeatureValue::Asn(1).key(),
+    ];
+    let distinct: std::collections::BTreeSet<u64> = keys.iter().copied().collect();
+    assert_eq!(distinct.len(), keys.len());
+    assert_eq!(FeatureValue::IpPrefix(42).key(), 42);
+    assert_eq!(FeatureValue::Os("x").feature(), Feature::Os);
+    assert_eq!(Feature::ALL.map(Feature::as_str)[0], "ip_prefix");
+}
