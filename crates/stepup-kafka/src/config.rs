@@ -225,6 +225,9 @@ impl KafkaConfig {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", LINGER_MS)
+            // The Java client's default partitioner, so a user's events keep one partition
+            // whether the auth service or stepup's `Assess` publishes them.
+            .set("partitioner", "murmur2_random")
             .set("message.timeout.ms", MESSAGE_TIMEOUT_MS);
         self.apply_client_properties(&mut config);
         config
