@@ -6,10 +6,15 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let file = proto_root.join("stepup/v1/stepup.proto");
-    println!("cargo:rerun-if-changed={}", file.display());
+    let files = [
+        proto_root.join("stepup/v1/stepup.proto"),
+        proto_root.join("stepup/v1/admin.proto"),
+    ];
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
 
-    let descriptors = protox::compile([&file], [&proto_root])?;
+    let descriptors = protox::compile(&files, [&proto_root])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     // Server reflection serves this set, so grpcurl works without the .proto files.
     std::fs::write(

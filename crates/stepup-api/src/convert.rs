@@ -183,6 +183,21 @@ pub fn decision_to_proto(decision: &Decision) -> pb::Decision {
         rule_set_version: decision.rule_set_version.clone(),
         decided_at: decision.decided_at.to_rfc3339(),
         expires_at: decision.expires_at.to_rfc3339(),
+        shadow: decision
+            .shadow
+            .iter()
+            .map(|verdict| pb::ShadowVerdict {
+                rule_id: verdict.rule_id.clone(),
+                rule_version: verdict.rule_version.clone(),
+                requirement: requirement_to_proto(verdict.requirement) as i32,
+                factors: verdict
+                    .factors
+                    .iter()
+                    .map(|factor| factor_to_proto(*factor) as i32)
+                    .collect(),
+                reason_code: verdict.reason_code.clone(),
+            })
+            .collect(),
     }
 }
 

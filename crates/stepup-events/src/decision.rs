@@ -96,6 +96,23 @@ pub struct Reason {
     pub values: BTreeMap<String, String>,
 }
 
+/// Verdict one shadow rule would have given, reported for analysis and never enforced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShadowVerdict {
+    /// Id of the shadow rule.
+    pub rule_id: String,
+    /// Version of the shadow rule.
+    pub rule_version: String,
+    /// Requirement the rule would have set; `allow` also when it had no opinion.
+    pub requirement: Requirement,
+    /// Factors an `mfa` verdict would have allowed; empty otherwise.
+    #[serde(default)]
+    pub factors: Vec<Factor>,
+    /// Reason code the rule gave; empty when it had no opinion.
+    #[serde(default)]
+    pub reason_code: String,
+}
+
 /// The outcome for one event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -123,6 +140,10 @@ pub struct Decision {
     pub decided_at: DateTime<Utc>,
     /// When the decision stops being valid for `AwaitDecision` and caching.
     pub expires_at: DateTime<Utc>,
+    /// Verdicts of the shadow rules, one per shadow rule in rule order; never enforced.
+    /// Decisions written before this field existed read as empty.
+    #[serde(default)]
+    pub shadow: Vec<ShadowVerdict>,
 }
 
 /// Returns the end-user message for a requirement.
@@ -131,5 +152,51 @@ pub fn user_message(requirement: Requirement) -> &'static str {
         Requirement::Allow => "",
         Requirement::Mfa => "For your security, please confirm it's you with a second factor.",
         Requirement::Deny => "We couldn't sign you in. Please try again later or contact support.",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DECISION_WITHOUT_SHADOW: &str = r#"{
+        "event_id": "evt-1",
+        "user_id": "alice",
+        "requirement": "mfa",
+        "factors": ["webauthn"],
+        "risk_score": 0.7,
+        "risk_level": "high",
+        "reasons": [],
+        "user_message": "",
+        "remember_device_ttl_s": 0,
+        "rule_set_version": "0123456789ab",
+        "decided_at": "2026-03-02T09:15:00Z",
+        "expires_at": "2026-03-02T09:20:00Z"
+    }"#;
+
+    #[test]
+    fn decision_without_shadow_still_parses() {
+        let decision: Decision = serde_json::from_str(DECISION_WITHOUT_SHADOW).unwrap();
+
+        assert!(decision.shadow.is_empty());
+        assert_eq!(decision.requirement, Requirement::Mfa);
+    }
+
+    #[test]
+    fn shadow_verdicts_round_trip() {
+        let mut decision: Decision = serde_json::from_str(DECISION_WITHOUT_SHADOW).unwrap();
+        decision.shadow.push(ShadowVerdict {
+            rule_id: "unusual_hour_new_browser".into(),
+            rule_version: "1".into(),
+            requirement: Requirement::Mfa,
+            factors: vec![Factor::Webauthn, Factor::Totp],
+            reason_code: "unusual_hour_new_browser".into(),
+        });
+
+        let json = serde_json::to_value(&decision).unwrap();
+        assert_eq!(json["shadow"][0]["requirement"], "mfa");
+        assert_eq!(json["shadow"][0]["reason_code"], "unusual_hour_new_browser");
+        let back: Decision = serde_json::from_value(json).unwrap();
+        assert_eq!(back, decision);
     }
 }

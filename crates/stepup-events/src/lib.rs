@@ -10,7 +10,7 @@ mod decision;
 mod event;
 mod parse;
 
-pub use decision::{Decision, Reason, Requirement, RiskLevel, user_message};
+pub use decision::{Decision, Reason, Requirement, RiskLevel, ShadowVerdict, user_message};
 pub use event::{
     Action, Attributes, DeviceChange, DeviceOp, Event, EventBody, EventKind, Factor, KeyTiming,
     KeystrokeCapture, LoginAttempt, LoginResult, MfaResult, SCHEMA_VERSION,

@@ -64,6 +64,23 @@ pub struct ShadowVerdict {
     pub reason: Option<Reason>,
 }
 
+/// Converts to the decision's form: the reason shrinks to its code.
+impl From<&ShadowVerdict> for stepup_events::ShadowVerdict {
+    fn from(verdict: &ShadowVerdict) -> Self {
+        stepup_events::ShadowVerdict {
+            rule_id: verdict.rule_id.clone(),
+            rule_version: verdict.rule_version.clone(),
+            requirement: verdict.requirement,
+            factors: verdict.factors.clone(),
+            reason_code: verdict
+                .reason
+                .as_ref()
+                .map(|reason| reason.code.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// Verdict of one rule that gave an opinion.
 pub(crate) struct RuleVerdict<'a> {
     pub(crate) meta: &'a RuleMeta,

@@ -52,6 +52,17 @@ pub struct PolicyConfig {
     /// when it is `mfa`. Default: `[webauthn, totp, push]`.
     #[serde(default = "default_default_factors")]
     pub default_factors: Vec<Factor>,
+
+    /// Whether to watch `dir` and reload the rules when a rule file or case file changes. A
+    /// changed rule set replaces the serving one only after it compiles and passes its case
+    /// files. Default: on for `stepup serve`, off for `stepup demo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<bool>,
+
+    /// Quiet time after the last file change before a watched directory is reloaded, in
+    /// milliseconds, so that a burst of writes gives one reload. Default: 500.
+    #[serde(default = "default_watch_debounce_ms")]
+    pub watch_debounce_ms: u64,
 }
 
 /// Returns the default rules directory, `rules`.
@@ -94,6 +105,11 @@ pub fn default_fail_mode() -> Requirement {
     Requirement::Mfa
 }
 
+/// Returns the default quiet time before a watched directory is reloaded, 500 ms.
+pub fn default_watch_debounce_ms() -> u64 {
+    500
+}
+
 /// Returns the default factor set, `[webauthn, totp, push]`.
 pub fn default_default_factors() -> Vec<Factor> {
     vec![Factor::Webauthn, Factor::Totp, Factor::Push]
@@ -113,12 +129,15 @@ impl Default for PolicyConfig {
             max_map_len: default_max_map_len(),
             fail_mode: default_fail_mode(),
             default_factors: default_default_factors(),
+            watch: None,
+            watch_debounce_ms: default_watch_debounce_ms(),
         }
     }
 }
 
 impl PolicyConfig {
-    /// Checks that every limit is at least 1 and the default factor set is non-empty.
+    /// Checks that every limit and the watch quiet time are at least 1 and the default factor
+    /// set is non-empty.
     pub fn validate(&self) -> Result<(), PolicyError> {
         let limits = [
             ("max_operations", self.max_operations == 0),
@@ -137,6 +156,12 @@ impl PolicyConfig {
             });
         }
 
+        if self.watch_debounce_ms == 0 {
+            return Err(PolicyError::Config {
+                key: "watch_debounce_ms",
+                problem: "must be at least 1; remove the key to use the default of 500".to_string(),
+            });
+        }
         if self.default_factors.is_empty() {
             return Err(PolicyError::Config {
                 key: "default_factors",

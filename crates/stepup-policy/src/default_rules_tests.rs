@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use stepup_events::{Factor, Requirement};
 
-use crate::{Evaluation, Policy, PolicyConfig, RuleMode, RuleSet};
+use crate::{
+    CASES_DIR, Evaluation, Policy, PolicyConfig, RuleMode, RuleSet, load_cases, run_cases,
+};
 
-const SHIPPED_RULES: [&str; 8] = [
+const SHIPPED_RULES: [&str; 9] = [
     "user_failure_velocity",
     "password_spraying",
     "admin_requires_webauthn",
@@ -19,7 +21,11 @@ const SHIPPED_RULES: [&str; 8] = [
     "new_country",
     "high_risk_score",
     "sensitive_action_recent_mfa",
+    "unusual_hour_new_browser",
 ];
+
+/// The shipped rule that runs in shadow mode, as an example of a candidate rule.
+const SHADOW_RULE: &str = "unusual_hour_new_browser";
 
 fn shipped_policy() -> Policy {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../rules");
@@ -118,7 +124,7 @@ fn assert_decided_by(evaluation: &Evaluation, requirement: Requirement, rule_id:
 }
 
 #[test]
-fn shipped_rules_load_as_live_rules() {
+fn shipped_rules_load_with_one_shadow_rule() {
     let policy = shipped_policy();
     let rule_set = policy.rule_set();
 
@@ -128,12 +134,14 @@ fn shipped_rules_load_as_live_rules() {
         .map(|meta| meta.id.as_str())
         .collect();
     assert_eq!(ids, SHIPPED_RULES);
-    assert!(
-        rule_set
-            .rules()
-            .iter()
-            .all(|meta| meta.mode == RuleMode::Live)
-    );
+    for meta in rule_set.rules() {
+        let expected = if meta.id == SHADOW_RULE {
+            RuleMode::Shadow
+        } else {
+            RuleMode::Live
+        };
+        assert_eq!(meta.mode, expected, "mode of `{}`", meta.id);
+    }
     assert!(
         rule_set
             .rules()
@@ -452,4 +460,48 @@ fn ordinary_action_needs_no_mfa() {
     let evaluation = evaluate(&context);
 
     assert_eq!(evaluation.requirement, Requirement::Allow);
+}
+
+#[test]
+fn shadow_rule_is_reported_but_not_enforced() {
+    let mut context = benign();
+    context["signals"]["novelty"]["unusual_hour"] = json!(true);
+    context["signals"]["novelty"]["new_browser"] = json!(true);
+    context["signals"]["novelty"]["trusted_device"] = json!(false);
+
+    let evaluation = evaluate(&context);
+
+    assert_eq!(evaluation.requirement, Requirement::Allow);
+    assert!(evaluation.reasons.is_empty());
+    assert_eq!(evaluation.shadow.len(), 1);
+    let shadow = &evaluation.shadow[0];
+    assert_eq!(shadow.rule_id, SHADOW_RULE);
+    assert_eq!(shadow.requirement, Requirement::Mfa);
+    let reason = shadow.reason.as_ref().unwrap();
+    assert_eq!(reason.code, SHADOW_RULE);
+    assert_eq!(reason.values["browser"], "Firefox");
+}
+
+#[test]
+fn shipped_case_files_pass() {
+    let policy = shipped_policy();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../rules")
+        .join(CASES_DIR);
+    let files = load_cases(&dir).unwrap();
+
+    let report = run_cases(&policy, &files);
+
+    assert!(report.is_success(), "{report}");
+    let tested: Vec<String> = files
+        .iter()
+        .filter_map(|file| file.path.file_stem())
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .collect();
+    for rule in SHIPPED_RULES {
+        assert!(
+            tested.iter().any(|stem| stem == rule),
+            "no case file for `{rule}`"
+        );
+    }
 }

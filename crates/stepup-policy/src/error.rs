@@ -1,4 +1,5 @@
-//! Errors raised while loading and compiling a rule set.
+//! Errors raised while loading and compiling a rule set, reading case files and watching the
+//! rules directory.
 
 use std::path::PathBuf;
 
@@ -70,5 +71,37 @@ pub enum PolicyError {
         line: usize,
         /// Rhai's description of the error.
         message: String,
+    },
+
+    /// A case file or the case directory could not be read.
+    #[error("failed to read case file `{}`: {source}", path.display())]
+    ReadCases {
+        /// File or directory that was read.
+        path: PathBuf,
+        /// Underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A case file is not valid YAML or does not follow the case file format.
+    #[error("invalid case file `{}`: {message}", path.display())]
+    CaseFile {
+        /// File that was parsed.
+        path: PathBuf,
+        /// Line of the error, counted from 1, when it is known.
+        line: Option<usize>,
+        /// Problem, with its line and column when known, and the fix.
+        message: String,
+    },
+
+    /// The rules directory could not be watched for changes.
+    #[error("failed to watch rules directory `{}`: {source}; check that the directory exists, \
+             or set `policy.watch = false`", dir.display())]
+    Watch {
+        /// Directory that was to be watched.
+        dir: PathBuf,
+        /// Error of the file watcher.
+        #[source]
+        source: notify::Error,
     },
 }

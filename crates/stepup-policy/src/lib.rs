@@ -7,6 +7,11 @@
 //! It does not build the context, compute signals or turn an evaluation into a decision; the
 //! engine does.
 //!
+//! It also owns the rule lifecycle. Case files pin what the rules must decide ([`load_cases`],
+//! [`run_cases`]). A safe reload applies a changed rule set only after it compiles and passes
+//! its cases ([`RuleReloader`]), and a directory watcher triggers reloads ([`RuleWatcher`]).
+//! `docs/rules.md` describes the whole workflow.
+//!
 //! # Writing a rule
 //!
 //! ```text
@@ -45,24 +50,35 @@
 
 #![forbid(unsafe_code)]
 
+mod cases;
 mod combine;
 mod config;
 mod error;
 mod meta;
 mod policy;
+mod reload;
 mod rule_set;
 mod sandbox;
+mod watch;
 
 #[cfg(test)]
 mod default_rules_tests;
 
+pub use cases::{
+    CASES_DIR, Case, CaseFile, CaseReport, CaseResult, Expectation, ShadowExpectation,
+    load_case_file, load_cases, parse_case_file, run_cases,
+};
 pub use combine::{Evaluation, FACTOR_CONFLICT_CODE, RuleError, ShadowVerdict};
 pub use config::{
     PolicyConfig, default_default_factors, default_dir, default_fail_mode, default_max_array_len,
     default_max_call_depth, default_max_expr_depth, default_max_map_len, default_max_operations,
-    default_max_string_bytes,
+    default_max_string_bytes, default_watch_debounce_ms,
 };
 pub use error::PolicyError;
 pub use meta::{RuleMeta, RuleMode};
 pub use policy::{Policy, RULE_ERROR_CODE};
+pub use reload::{
+    RELOADS_METRIC, ReloadError, ReloadMetrics, ReloadOutcome, ReloadTrigger, RuleReloader,
+};
 pub use rule_set::RuleSet;
+pub use watch::RuleWatcher;

@@ -102,8 +102,8 @@ impl Policy {
     }
 
     /// Replaces the rule set; evaluations that already started keep the old one.
-    pub fn replace(&self, rules: RuleSet) {
-        let rules = Arc::new(rules);
+    pub fn replace(&self, rules: impl Into<Arc<RuleSet>>) {
+        let rules = rules.into();
         let previous = std::mem::replace(&mut *self.rules.write(), Arc::clone(&rules));
         tracing::info!(
             previous_version = previous.version(),

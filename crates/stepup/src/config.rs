@@ -15,7 +15,11 @@ use stepup_kafka::KafkaConfig;
 use stepup_policy::PolicyConfig;
 
 /// Keys whose default is absent from the serialized defaults, so the resolver cannot see them.
-const OPTIONAL_KEYS: [&[&str]; 1] = [&["kafka", "decisions_topic"]];
+const OPTIONAL_KEYS: [&[&str]; 3] = [
+    &["kafka", "decisions_topic"],
+    &["api", "admin_token_file"],
+    &["policy", "watch"],
+];
 
 /// Variables with the `STEPUP_` prefix that are not configuration keys.
 const NON_CONFIG_VARS: [&str; 4] = [
@@ -348,6 +352,20 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "unknown environment variable `STEPUP_KAFKA_BROKER`; see docs/configuration.md for the key names"
+        );
+    }
+
+    #[test]
+    fn env_sets_keys_without_default() {
+        let vars = env(&[
+            ("STEPUP_POLICY_WATCH", "false"),
+            ("STEPUP_API_ADMIN_TOKEN_FILE", "/run/secrets/stepup-admin"),
+        ]);
+        let config = Config::load(None, &vars).unwrap();
+        assert_eq!(config.policy.watch, Some(false));
+        assert_eq!(
+            config.api.admin_token_file.as_deref(),
+            Some(Path::new("/run/secrets/stepup-admin"))
         );
     }
 

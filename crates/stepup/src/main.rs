@@ -4,6 +4,8 @@
 
 mod config;
 mod demo;
+mod rules_cmd;
+mod rules_reload;
 mod runtime;
 mod serve;
 
@@ -37,6 +39,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run the engine on an embedded Kafka with a labelled stream of logins and attacks.
     Demo(demo::DemoArgs),
+    /// Test the rule files against their case files, or list them.
+    Rules(rules_cmd::RulesArgs),
     /// Print the effective configuration (defaults, file and environment) as TOML.
     Config,
 }
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(config, args).await,
             Command::Demo(args) => demo::run(config, args).await,
+            Command::Rules(args) => rules_cmd::run(config, args),
             Command::Config => config.print(),
         }
     });

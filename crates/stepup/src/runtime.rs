@@ -11,7 +11,7 @@ use stepup_api::{StepUpService, serve as serve_grpc};
 use stepup_engine::{Engine, Outcome};
 use stepup_geo::{Geo, GeoPaths};
 use stepup_kafka::{EventHandler, HandleOutcome, InboundMessage, KafkaMetrics, Producer};
-use stepup_policy::{Policy, RuleSet};
+use stepup_policy::{Policy, PolicyConfig, RuleSet};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -57,12 +57,18 @@ pub fn open_geo(config: &Config) -> anyhow::Result<Geo> {
     Ok(geo)
 }
 
-/// Compiles the rule files named in the configuration.
-pub fn load_policy(config: &Config) -> anyhow::Result<Policy> {
+/// Returns the policy settings with the rules directory resolved like the data files.
+pub fn policy_config(config: &Config) -> PolicyConfig {
     let mut policy_config = config.policy.clone();
     if let Some(dir) = resolve_data_path(&policy_config.dir.to_string_lossy()) {
         policy_config.dir = dir;
     }
+    policy_config
+}
+
+/// Compiles the rule files named in the configuration.
+pub fn load_policy(config: &Config) -> anyhow::Result<Policy> {
+    let policy_config = policy_config(config);
     let rules =
         RuleSet::load_dir(&policy_config).context("failed to load the rules (see `[policy]`)")?;
     info!(
@@ -191,10 +197,23 @@ pub async fn start(
         .context("events consumer failed")
     }));
 
+    let reloads = crate::rules_reload::start(config, &engine, &registry)?;
+    if let Some(watcher) = reloads.watcher {
+        let watch_shutdown = wait_for(shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            watch_shutdown.await;
+            // Dropping the watcher joins its thread, which may be in the middle of a reload.
+            tokio::task::spawn_blocking(move || drop(watcher))
+                .await
+                .context("rule watcher failed to stop")
+        }));
+    }
+
     let service = StepUpService::new(engine, Some(producer), config.api.clone());
+    let admin = reloads.admin;
     let grpc_shutdown = wait_for(shutdown.clone());
     tasks.push(tokio::spawn(async move {
-        serve_grpc(grpc_listener, service, grpc_shutdown)
+        serve_grpc(grpc_listener, service, admin, grpc_shutdown)
             .await
             .context("grpc server failed")
     }));

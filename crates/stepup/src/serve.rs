@@ -39,6 +39,8 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.metrics_listen {
         config.metrics.listen = listen;
     }
+    // A server follows rule edits unless `policy.watch = false`; the demo leaves it off.
+    config.policy.watch.get_or_insert(true);
     if let Some(partitions) = args.create_topics {
         stepup_kafka::ensure_topics(&config.kafka, partitions, Duration::from_secs(30))
             .await
