@@ -1,6 +1,7 @@
 //! Engine settings that are not owned by a lower crate.
 
 use serde::{Deserialize, Serialize};
+use stepup_risk::RiskConfig;
 use stepup_signals::SignalConfig;
 
 /// Settings of the pipeline: signals, decisions, learning and sensitive actions.
@@ -19,6 +20,9 @@ pub struct EngineConfig {
     /// Step-up for sensitive actions (`CheckAction`).
     #[serde(default)]
     pub actions: ActionConfig,
+    /// Weights and smoothing of the risk score.
+    #[serde(default)]
+    pub risk: RiskConfig,
 }
 
 /// How long decisions live and how many are kept for `AwaitDecision`.
@@ -135,6 +139,12 @@ fn default_sensitive_actions() -> Vec<String> {
 impl EngineConfig {
     /// Checks values that serde cannot, naming the key and the fix.
     pub fn validate(&self) -> Result<(), String> {
+        self.signals
+            .validate()
+            .map_err(|err| format!("`engine.signals`: {err}"))?;
+        self.risk
+            .validate()
+            .map_err(|err| format!("`engine.risk`: {err}"))?;
         let learn = self.learning.max_score_without_mfa;
         if !(0.0..=1.0).contains(&learn) {
             return Err(format!(

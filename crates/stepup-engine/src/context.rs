@@ -4,7 +4,7 @@ use serde::Serialize;
 use stepup_events::{Attributes, Event, EventBody};
 use stepup_signals::{ProfileSummary, Signals, UserAgentInfo};
 
-use crate::risk::RiskAssessment;
+use stepup_risk::{Contribution, RiskAssessment};
 
 /// Top-level variables of a rule script: `event`, `signals`, `risk`, `profile`.
 #[derive(Serialize)]
@@ -53,7 +53,7 @@ pub(crate) struct RiskView<'a> {
     pub score: f64,
     pub level: &'static str,
     pub top_factor: &'static str,
-    pub contributions: &'a [crate::risk::Contribution],
+    pub contributions: &'a [Contribution],
 }
 
 // === impl EventView ===

@@ -9,10 +9,11 @@ use dashmap::DashMap;
 use prometheus::Registry;
 use stepup_events::{
     Action, Decision, DeviceChange, DeviceOp, Event, EventBody, LoginAttempt, LoginResult,
-    MfaResult, ParseError, Reason, Requirement, RiskLevel, parse_event_with_limit, user_message,
+    MfaResult, ParseError, Reason, Requirement, parse_event_with_limit, user_message,
 };
 use stepup_geo::{Geo, NetworkClass};
 use stepup_policy::{Evaluation, Policy};
+use stepup_risk::{AttemptFeatures, Population, RiskAssessment, RiskModel};
 use stepup_signals::{
     AttemptFacts, IpActivity, Profile, ProfileSummary, Signals, compute_signals, parse_user_agent,
 };
@@ -22,7 +23,6 @@ use tracing::trace;
 use crate::config::EngineConfig;
 use crate::context::{ActionView, EventView, PolicyContext, RiskView};
 use crate::metrics::EngineMetrics;
-use crate::risk::{self, RiskAssessment};
 use crate::state::{PendingAttempt, UserState};
 use crate::store::DecisionStore;
 
@@ -37,6 +37,12 @@ pub enum EngineError {
         /// Type it got.
         found: &'static str,
     },
+    /// A configuration value is not usable.
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
+    /// The engine metrics could not be registered.
+    #[error("failed to register engine metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// What processing one event from the log did.
@@ -58,6 +64,8 @@ pub struct Engine {
     policy: Arc<Policy>,
     users: DashMap<String, UserState>,
     ips: IpActivity,
+    risk_model: RiskModel,
+    population: Population,
     decisions: DecisionStore,
     metrics: EngineMetrics,
     max_event_bytes: usize,
@@ -78,8 +86,11 @@ impl Engine {
         geo: Arc<Geo>,
         policy: Arc<Policy>,
         registry: &Registry,
-    ) -> Result<Self, prometheus::Error> {
+    ) -> Result<Self, EngineError> {
         let metrics = EngineMetrics::register(registry)?;
+        let risk_model = RiskModel::new(config.risk.clone())
+            .map_err(|err| EngineError::Config(format!("`engine.risk`: {err}")))?;
+        let population = Population::from_config(&config.risk);
         let version = policy.rule_set().version().to_owned();
         metrics
             .rule_set
@@ -87,6 +98,8 @@ impl Engine {
             .set(1);
         Ok(Self {
             ips: IpActivity::new(&config.signals),
+            risk_model,
+            population,
             decisions: DecisionStore::new(config.decisions.max_stored),
             users: DashMap::new(),
             config,
@@ -256,14 +269,17 @@ impl Engine {
             device_id: attempt.device_id.as_deref(),
         };
         let ip_velocity = self.ips.snapshot(attempt.ip, event.occurred_at);
-        let (signals, summary) = {
+        let features = AttemptFeatures::from_facts(&facts);
+        let (signals, summary, risk) = {
             let state = self.users.get(&event.user_id);
             let empty = Profile::default();
             let profile = state.as_ref().map_or(&empty, |state| &state.profile);
             let signals = compute_signals(profile, ip_velocity, &facts, &self.config.signals);
-            (signals, profile.summary(event.occurred_at))
+            let risk = self
+                .risk_model
+                .assess(&features, profile, &self.population, &signals, None);
+            (signals, profile.summary(event.occurred_at), risk)
         };
-        let risk = risk::assess(&signals);
         self.metrics.risk_score.observe(risk.score);
 
         let mut view = EventView::new(event, geo.network.as_str(), Some(&user_agent));
@@ -349,9 +365,7 @@ impl Engine {
         match pending.requirement {
             Requirement::Allow if pending.score < max_score => {
                 if let Some(pending) = state.pending.remove(index) {
-                    state
-                        .profile
-                        .learn_verified(&pending.facts(), signals_config);
+                    self.learn(&mut state.profile, &pending);
                 }
             }
             Requirement::Mfa => pending.first_factor_passed = true,
@@ -380,11 +394,16 @@ impl Engine {
             .as_deref()
             .and_then(|id| state.take_pending(id));
         if let Some(pending) = pending {
-            state
-                .profile
-                .learn_verified(&pending.facts(), &self.config.signals);
+            self.learn(&mut state.profile, &pending);
         }
         Outcome::Applied
+    }
+
+    /// Teaches the user's profile and the population a verified login.
+    fn learn(&self, profile: &mut Profile, pending: &PendingAttempt) {
+        let facts = pending.facts();
+        profile.learn_verified(&facts, &self.config.signals);
+        self.population.learn(&AttemptFeatures::from_facts(&facts));
     }
 
     fn apply_device(&self, event: &Event, change: &DeviceChange) -> Outcome {
@@ -413,12 +432,8 @@ impl Engine {
         let network = action
             .ip
             .map_or(NetworkClass::Private, |ip| self.geo.lookup(ip).network);
-        let risk = RiskAssessment {
-            score: 0.0,
-            level: RiskLevel::Low,
-            contributions: Vec::new(),
-            top_factor: "none",
-        };
+        // Actions are decided on MFA recency and rules; the score is the prior alone.
+        let risk = RiskAssessment::from_parts(self.config.risk.prior_log_odds, Vec::new());
 
         let mut view = EventView::new(event, network.as_str(), None);
         view.action = Some(ActionView {
@@ -574,11 +589,10 @@ fn signal_of(code: &str) -> &'static str {
 fn risk_reason(risk: &RiskAssessment) -> Reason {
     let mut values = BTreeMap::new();
     values.insert("score".to_owned(), format!("{:.3}", risk.score));
+    values.insert("log_odds".to_owned(), format!("{:.2}", risk.log_odds));
     for contribution in &risk.contributions {
-        values.insert(
-            contribution.feature.to_owned(),
-            format!("{:+.2}", contribution.log_odds),
-        );
+        let text = format!("{:+.2}: {}", contribution.log_odds, contribution.detail);
+        values.insert(contribution.feature.to_owned(), text);
     }
     Reason {
         code: "risk_score".into(),

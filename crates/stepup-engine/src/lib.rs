@@ -12,7 +12,6 @@ mod config;
 mod context;
 mod engine;
 mod metrics;
-pub mod risk;
 mod state;
 mod store;
 
