@@ -1,6 +1,7 @@
 //! Engine settings that are not owned by a lower crate.
 
 use serde::{Deserialize, Serialize};
+use stepup_keystroke::TemplateConfig;
 use stepup_risk::RiskConfig;
 use stepup_signals::SignalConfig;
 
@@ -23,6 +24,9 @@ pub struct EngineConfig {
     /// Weights and smoothing of the risk score.
     #[serde(default)]
     pub risk: RiskConfig,
+    /// Keystroke templates: enrolment threshold and window.
+    #[serde(default)]
+    pub keystroke: TemplateConfig,
 }
 
 /// How long decisions live and how many are kept for `AwaitDecision`.

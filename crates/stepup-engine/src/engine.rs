@@ -12,10 +12,12 @@ use stepup_events::{
     MfaResult, ParseError, Reason, Requirement, parse_event_with_limit, user_message,
 };
 use stepup_geo::{Geo, NetworkClass};
+use stepup_keystroke::{Features, ParzenDetector};
 use stepup_policy::{Evaluation, Policy};
 use stepup_risk::{AttemptFeatures, Population, RiskAssessment, RiskModel};
 use stepup_signals::{
-    AttemptFacts, IpActivity, Profile, ProfileSummary, Signals, compute_signals, parse_user_agent,
+    AttemptFacts, IpActivity, Profile, ProfileSummary, Signals, assess_keystroke, compute_signals,
+    parse_user_agent,
 };
 use tokio::sync::broadcast;
 use tracing::trace;
@@ -66,6 +68,7 @@ pub struct Engine {
     ips: IpActivity,
     risk_model: RiskModel,
     population: Population,
+    keystroke_detector: ParzenDetector,
     decisions: DecisionStore,
     metrics: EngineMetrics,
     max_event_bytes: usize,
@@ -100,6 +103,7 @@ impl Engine {
             ips: IpActivity::new(&config.signals),
             risk_model,
             population,
+            keystroke_detector: ParzenDetector::default(),
             decisions: DecisionStore::new(config.decisions.max_stored),
             users: DashMap::new(),
             config,
@@ -268,18 +272,7 @@ impl Engine {
             ua: &user_agent,
             device_id: attempt.device_id.as_deref(),
         };
-        let ip_velocity = self.ips.snapshot(attempt.ip, event.occurred_at);
-        let features = AttemptFeatures::from_facts(&facts);
-        let (signals, summary, risk) = {
-            let state = self.users.get(&event.user_id);
-            let empty = Profile::default();
-            let profile = state.as_ref().map_or(&empty, |state| &state.profile);
-            let signals = compute_signals(profile, ip_velocity, &facts, &self.config.signals);
-            let risk = self
-                .risk_model
-                .assess(&features, profile, &self.population, &signals, None);
-            (signals, profile.summary(event.occurred_at), risk)
-        };
+        let (signals, summary, risk, keystroke) = self.score_attempt(event, attempt, &facts);
         self.metrics.risk_score.observe(risk.score);
 
         let mut view = EventView::new(event, geo.network.as_str(), Some(&user_agent));
@@ -304,8 +297,41 @@ impl Engine {
             score: risk.score,
             requirement: decision.requirement,
             first_factor_passed: false,
+            keystroke,
         };
         Assessed { decision, pending }
+    }
+
+    /// Computes the signals, profile summary and risk score of an attempt against the user's
+    /// profile, plus the keystroke features to learn if the login is verified.
+    fn score_attempt(
+        &self,
+        event: &Event,
+        attempt: &LoginAttempt,
+        facts: &AttemptFacts<'_>,
+    ) -> (
+        Signals,
+        ProfileSummary,
+        RiskAssessment,
+        Option<(String, Features)>,
+    ) {
+        let ip_velocity = self.ips.snapshot(attempt.ip, event.occurred_at);
+        let features = AttemptFeatures::from_facts(facts);
+        let state = self.users.get(&event.user_id);
+        let empty = Profile::default();
+        let profile = state.as_ref().map_or(&empty, |state| &state.profile);
+
+        let mut signals = compute_signals(profile, ip_velocity, facts, &self.config.signals);
+        let capture = attempt.keystroke.as_ref();
+        let keystroke = assess_keystroke(profile, capture, &self.keystroke_detector);
+        let typing_score = keystroke.as_ref().and_then(|outcome| outcome.signal.score);
+        let risk =
+            self.risk_model
+                .assess(&features, profile, &self.population, &signals, typing_score);
+        signals.keystroke = keystroke.as_ref().map(|outcome| outcome.signal.clone());
+        let learnable =
+            keystroke.and_then(|outcome| Some((outcome.signal.field, outcome.features?)));
+        (signals, profile.summary(event.occurred_at), risk, learnable)
     }
 
     fn pending_from(
@@ -324,6 +350,10 @@ impl Engine {
             score: decision.risk_score,
             requirement: decision.requirement,
             first_factor_passed: false,
+            keystroke: attempt.keystroke.as_ref().and_then(|capture| {
+                let features = Features::from_capture(capture, None).ok()?;
+                Some((capture.field.clone(), features))
+            }),
         }
     }
 
@@ -404,6 +434,9 @@ impl Engine {
         let facts = pending.facts();
         profile.learn_verified(&facts, &self.config.signals);
         self.population.learn(&AttemptFeatures::from_facts(&facts));
+        if let Some((field, features)) = &pending.keystroke {
+            profile.learn_keystroke(field, features, &self.config.keystroke);
+        }
     }
 
     fn apply_device(&self, event: &Event, change: &DeviceChange) -> Outcome {

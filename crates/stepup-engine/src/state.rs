@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use stepup_events::Requirement;
 use stepup_geo::GeoInfo;
+use stepup_keystroke::Features;
 use stepup_signals::{AttemptFacts, Profile, UserAgentInfo};
 
 /// Everything the engine keeps for one user.
@@ -39,6 +40,8 @@ pub struct PendingAttempt {
     pub requirement: Requirement,
     /// Set when the first factor succeeded and the attempt waits for its MFA result.
     pub first_factor_passed: bool,
+    /// Keystroke field and features to learn if the login is verified; held in memory only.
+    pub keystroke: Option<(String, Features)>,
 }
 
 // === impl PendingAttempt ===

@@ -13,6 +13,7 @@
 
 mod config;
 mod ip_activity;
+mod keystroke;
 mod profile;
 mod signals;
 mod travel;
@@ -23,7 +24,10 @@ mod test_support;
 
 pub use config::{ConfigError, SignalConfig};
 pub use ip_activity::{IpActivity, IpVelocity};
-pub use profile::{Feature, FeatureValue, Profile, ProfileSummary, ip_prefix_hash};
+pub use keystroke::{KeystrokeOutcome, KeystrokeSignal, assess_keystroke};
+pub use profile::{
+    Feature, FeatureValue, MAX_KEYSTROKE_FIELDS, Profile, ProfileSummary, ip_prefix_hash,
+};
 pub use signals::{AttemptFacts, Novelty, Signals, compute_signals};
 pub use travel::TravelSignal;
 pub use user_agent::{UNKNOWN, UserAgentInfo, parse_user_agent};

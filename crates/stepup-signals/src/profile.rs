@@ -7,6 +7,7 @@ use chrono::{DateTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use stepup_events::Factor;
 use stepup_geo::{GeoInfo, Location, great_circle_km};
+use stepup_keystroke::{Features, Template, TemplateConfig};
 
 use crate::config::SignalConfig;
 use crate::signals::{AttemptFacts, is_geo_known};
@@ -65,7 +66,12 @@ pub struct Profile {
     pub(crate) last_mfa_passed: Option<MfaPass>,
     /// Failed MFA challenges since the latest passed one.
     pub(crate) mfa_failures_since_pass: u32,
+    /// Keystroke templates by input field name, at most [`MAX_KEYSTROKE_FIELDS`].
+    pub(crate) keystroke: BTreeMap<String, Template>,
 }
+
+/// Input fields with a keystroke template per user; samples of further fields are not learnt.
+pub const MAX_KEYSTROKE_FIELDS: usize = 4;
 
 /// Stored history and trust of one device.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -330,6 +336,23 @@ impl Profile {
     /// Forgets a device entirely, so its next login counts as a new device.
     pub fn forget_device(&mut self, device_id: &str) {
         self.devices.remove(device_id);
+    }
+
+    /// Returns the keystroke template of `field`, if the user has one.
+    pub fn keystroke_template(&self, field: &str) -> Option<&Template> {
+        self.keystroke.get(field)
+    }
+
+    /// Teaches the keystroke template of `field` one sample of a verified login.
+    pub fn learn_keystroke(&mut self, field: &str, features: &Features, config: &TemplateConfig) {
+        if !self.keystroke.contains_key(field) && self.keystroke.len() >= MAX_KEYSTROKE_FIELDS {
+            return;
+        }
+        let template = self
+            .keystroke
+            .entry(field.to_owned())
+            .or_insert_with(|| Template::new(config));
+        template.learn(features);
     }
 
     /// Returns the time of the latest passed MFA challenge.

@@ -8,6 +8,7 @@ use stepup_geo::{GeoInfo, NetworkClass};
 
 use crate::config::SignalConfig;
 use crate::ip_activity::IpVelocity;
+use crate::keystroke::KeystrokeSignal;
 use crate::profile::{Profile, city_key};
 use crate::travel::{Destination, TravelSignal, strongest_travel};
 use crate::user_agent::UserAgentInfo;
@@ -46,6 +47,11 @@ pub struct Signals {
     pub network: NetworkClass,
     /// Whether the user has no verified login yet.
     pub first_login: bool,
+    /// Key timings against the user's template; `None` when the attempt carries no timings.
+    /// [`compute_signals`] leaves it empty; the engine fills it with [`assess_keystroke`].
+    ///
+    /// [`assess_keystroke`]: crate::assess_keystroke
+    pub keystroke: Option<KeystrokeSignal>,
 }
 
 /// Features of the attempt that are new for the user; all false without verified history.
@@ -106,6 +112,7 @@ pub fn compute_signals(
         ip,
         network: facts.geo.network,
         first_login: profile.verified_logins == 0,
+        keystroke: None,
     }
 }
 
