@@ -18,6 +18,7 @@ use stepup_kafka::Producer;
 use tonic::transport::Channel;
 
 use super::plan::{Credential, PlannedAttempt};
+use super::typing::Typing;
 use super::summary::Tally;
 
 /// Simulated time covered by one round of publish, await and follow up.
@@ -31,6 +32,7 @@ pub struct Driver {
     producer: Producer,
     client: StepUpClient<Channel>,
     tally: Arc<Mutex<Tally>>,
+    typing: Option<Typing>,
     published: u64,
     next_id: u64,
 }
@@ -42,14 +44,9 @@ impl Driver {
         producer: Producer,
         client: StepUpClient<Channel>,
         tally: Arc<Mutex<Tally>>,
+        typing: Option<Typing>,
     ) -> Self {
-        Self {
-            producer,
-            client,
-            tally,
-            published: 0,
-            next_id: 0,
-        }
+        Self { producer, client, tally, typing, published: 0, next_id: 0 }
     }
 
     /// Returns how many messages were published, malformed ones included.
@@ -112,7 +109,8 @@ impl Driver {
                 .context("failed to await a decision over gRPC")?
                 .into_inner();
             let requirement = requirement_of(&decision);
-            self.tally.lock().record(attempt.label, requirement, waited);
+            let score = decision.risk_score;
+            self.tally.lock().record(attempt.label, requirement, score, waited);
             follow_ups.extend(self.follow_ups(attempt, event, requirement, &decision));
         }
         self.send_all(&follow_ups)
@@ -145,7 +143,7 @@ impl Driver {
             ip: attempt.place.ip,
             user_agent: attempt.user_agent.to_owned(),
             device_id: attempt.device_id.clone(),
-            keystroke: None,
+            keystroke: self.typing.as_mut().and_then(|typing| typing.capture(attempt.typist)),
             attributes: Attributes {
                 roles,
                 ..Attributes::default()

@@ -4,6 +4,7 @@
 mod drive;
 mod plan;
 mod summary;
+mod typing;
 mod world;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,9 @@ use self::plan::Label;
 use self::summary::{Summary, Tally, label_summary};
 use crate::config::Config;
 use crate::runtime::{self, EngineHandler};
+
+/// Keystroke data set whose subjects type the demo users' passwords.
+const KEYSTROKE_DATA: &str = "data/keystroke/meu-mobile-ksd/meu_mobile_ksd.csv";
 
 /// Options of `stepup demo`.
 #[derive(Args)]
@@ -121,7 +125,8 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     let client = StepUpClient::connect(format!("http://{}", running.grpc))
         .await
         .context("failed to connect to the demo's own gRPC server")?;
-    let mut driver = Driver::new(producer, client, tally.clone());
+    let typing = load_typing()?;
+    let mut driver = Driver::new(producer, client, tally.clone(), typing);
     let started = Instant::now();
     let mut last_print = Instant::now();
     driver
@@ -176,6 +181,18 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads the shipped MEU-Mobile keystroke data set for the users' password timings.
+fn load_typing() -> anyhow::Result<Option<typing::Typing>> {
+    let Some(path) = runtime::resolve_data_path(KEYSTROKE_DATA) else { return Ok(None) };
+    if !path.exists() {
+        eprintln!("note: {} not found; logins carry no keystroke timings", path.display());
+        return Ok(None);
+    }
+    let dataset = stepup_keystroke::read_dataset(&path)
+        .with_context(|| format!("failed to read the keystroke data set `{}`", path.display()))?;
+    Ok(Some(typing::Typing::new(dataset)))
+}
+
 fn print_progress(at: DateTime<Utc>, published: u64, days: i64, tally: &Tally) {
     let day = (at - plan::start_time()).num_days() + 1;
     let mut counts = [0u64; 3];
@@ -224,6 +241,7 @@ fn summarize(
         legitimate_stepped_up_rate: legitimate.stepped_up_rate,
         decision_latency_ms: tally.decision_latency_ms(),
         processing_latency_us: tally.processing_latency_us(),
+        risk_score_alone: tally.score_evaluation(),
         rule_set_version: rule_set_version.to_owned(),
     }
 }

@@ -59,6 +59,17 @@ pub enum Credential {
     Guess,
 }
 
+/// Whose typing rhythm the attempt's password timings come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Typist {
+    /// The account owner, user number `0`.
+    Owner(usize),
+    /// Someone else typing user number `0`'s password; `1` picks which other subject.
+    Other(usize, u32),
+    /// No timings (scripts and bots).
+    Nobody,
+}
+
 /// One planned login attempt.
 #[derive(Clone, Debug)]
 pub struct PlannedAttempt {
@@ -70,6 +81,7 @@ pub struct PlannedAttempt {
     pub admin: bool,
     pub label: Label,
     pub credential: Credential,
+    pub typist: Typist,
 }
 
 /// Returns the first instant of the demo's simulated time.
@@ -87,8 +99,8 @@ pub fn build(
     rng: &mut ChaCha8Rng,
 ) -> Vec<PlannedAttempt> {
     let mut plan = Vec::new();
-    for user in users {
-        legitimate_logins(user, pools, days, rng, &mut plan);
+    for (index, user) in users.iter().enumerate() {
+        legitimate_logins(index, user, pools, days, rng, &mut plan);
     }
     let attack_from = start_time() + Duration::days(WARM_UP_DAYS.min(days - 1));
     let owner_logins: Vec<PlannedAttempt> = plan
@@ -117,6 +129,7 @@ pub fn build(
 }
 
 fn legitimate_logins(
+    index: usize,
     user: &User,
     pools: &Pools,
     days: i64,
@@ -158,6 +171,7 @@ fn legitimate_logins(
                 admin: user.admin,
                 label: Label::Legitimate,
                 credential: Credential::Owner,
+                typist: Typist::Owner(index),
             };
             if rng.random_bool(0.03) {
                 let typo = PlannedAttempt {
@@ -213,6 +227,7 @@ fn impossible_travel(
         device_id: Some(format!("atk-{}", rng.random::<u32>())),
         label: Label::ImpossibleTravel,
         credential: Credential::Stolen,
+        typist: impostor(owner, rng),
         ..owner.clone()
     })
 }
@@ -236,6 +251,7 @@ fn hosting_takeover(
         device_id,
         label: Label::NewDeviceHosting,
         credential: Credential::Stolen,
+        typist: impostor(owner, rng),
         ..owner.clone()
     })
 }
@@ -261,7 +277,16 @@ fn password_spraying(
             admin: user.admin,
             label: Label::PasswordSpraying,
             credential: Credential::Guess,
+            typist: Typist::Nobody,
         });
+    }
+}
+
+/// Picks someone other than the owner to type the owner's password.
+fn impostor(owner: &PlannedAttempt, rng: &mut ChaCha8Rng) -> Typist {
+    match owner.typist {
+        Typist::Owner(index) => Typist::Other(index, rng.random()),
+        other => other,
     }
 }
 

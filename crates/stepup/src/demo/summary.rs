@@ -13,6 +13,8 @@ use super::plan::Label;
 /// Running counts per label and latency histograms, in microseconds.
 pub struct Tally {
     by_label: BTreeMap<Label, Counts>,
+    /// Risk score of each attempt and whether an attacker made it.
+    scores: Vec<(f64, bool)>,
     decision_latency_us: Histogram<u64>,
     processing_latency_us: Histogram<u64>,
 }
@@ -44,6 +46,8 @@ pub struct Summary {
     pub decision_latency_ms: Percentiles,
     /// Engine only: parse, enrich, score, policy, state update for one message.
     pub processing_latency_us: Percentiles,
+    /// The risk score alone as a detector, before any rule.
+    pub risk_score_alone: ScoreEvaluation,
     pub rule_set_version: String,
 }
 
@@ -57,6 +61,26 @@ pub struct LabelSummary {
     /// Attempts that got `allow`.
     pub missed: u64,
     pub stepped_up_rate: f64,
+}
+
+/// Score thresholds at which the summary reports true- and false-positive rates.
+const SCORE_THRESHOLDS: [f64; 7] = [0.05, 0.1, 0.3, 0.5, 0.6, 0.8, 0.95];
+
+/// The risk score alone, without rules, as a detector: attacks are positives.
+#[derive(Debug, Serialize)]
+pub struct ScoreEvaluation {
+    pub attacks: u64,
+    pub legitimate: u64,
+    pub roc_auc: f64,
+    pub at_thresholds: Vec<ThresholdRates>,
+}
+
+/// Shares of attacks (`tpr`) and legitimate logins (`fpr`) with a score at or above `threshold`.
+#[derive(Debug, Serialize)]
+pub struct ThresholdRates {
+    pub threshold: f64,
+    pub tpr: f64,
+    pub fpr: f64,
 }
 
 /// Latency percentiles.
@@ -76,12 +100,14 @@ impl Tally {
             || Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds");
         Self {
             by_label: BTreeMap::new(),
+            scores: Vec::new(),
             decision_latency_us: histogram(),
             processing_latency_us: histogram(),
         }
     }
 
-    pub fn record(&mut self, label: Label, requirement: Requirement, latency: Duration) {
+    pub fn record(&mut self, label: Label, requirement: Requirement, score: f64, latency: Duration) {
+        self.scores.push((score, label != Label::Legitimate));
         let counts = self.by_label.entry(label).or_default();
         counts.attempts += 1;
         match requirement {
@@ -98,6 +124,22 @@ impl Tally {
 
     pub fn counts(&self, label: Label) -> Counts {
         self.by_label.get(&label).copied().unwrap_or_default()
+    }
+
+    /// Evaluates the risk score alone as a detector of attacks.
+    pub fn score_evaluation(&self) -> ScoreEvaluation {
+        let roc = stepup_risk::roc(&self.scores);
+        let at_thresholds = roc
+            .rates_at(&SCORE_THRESHOLDS)
+            .into_iter()
+            .map(|point| ThresholdRates { threshold: point.threshold, tpr: point.tpr, fpr: point.fpr })
+            .collect();
+        ScoreEvaluation {
+            attacks: roc.positives,
+            legitimate: roc.negatives,
+            roc_auc: roc.auc,
+            at_thresholds,
+        }
     }
 
     pub fn decision_latency_ms(&self) -> Percentiles {
@@ -206,6 +248,21 @@ impl Summary {
             "  engine processing per event (us): p50 {:.0}  p90 {:.0}  p99 {:.0}  max {:.0}",
             p.p50, p.p90, p.p99, p.max
         );
+        let e = &self.risk_score_alone;
+        let _ = writeln!(
+            out,
+            "  risk score alone ({} attacks, {} legitimate): ROC AUC {:.3}",
+            e.attacks, e.legitimate, e.roc_auc
+        );
+        for rates in &e.at_thresholds {
+            let _ = writeln!(
+                out,
+                "    score >= {:<4}  attacks stepped up {:>5.1}%  legitimate stepped up {:>5.1}%",
+                rates.threshold,
+                rates.tpr * 100.0,
+                rates.fpr * 100.0
+            );
+        }
         let _ = writeln!(out, "  rule set version: {}", self.rule_set_version);
         out
     }
