@@ -12,6 +12,13 @@ use stepup_events::{
 use crate::error::ApiError;
 use crate::pb;
 
+/// Checks an event built from a request with the consumer's own parser, so that an inline
+/// decision is never made for an event the consumer would dead-letter.
+pub(crate) fn validate_event(event: Event) -> Result<Event, ApiError> {
+    stepup_events::parse_event(&event.to_json())?;
+    Ok(event)
+}
+
 /// Builds a `login_attempt` event from an `Assess` request.
 pub(crate) fn assess_to_event(
     request: pb::AssessRequest,
@@ -34,7 +41,7 @@ pub(crate) fn assess_to_event(
         keystroke: request.keystroke.map(keystroke_from_proto).transpose()?,
         attributes,
     };
-    Ok(Event {
+    validate_event(Event {
         event_id,
         user_id,
         occurred_at,
@@ -71,7 +78,7 @@ pub(crate) fn action_to_event(
         ip,
         attributes: request.attributes.into_iter().collect::<BTreeMap<_, _>>(),
     };
-    Ok(Event {
+    validate_event(Event {
         event_id,
         user_id,
         occurred_at,
@@ -282,6 +289,16 @@ mod tests {
         let status = tonic::Status::from(assess_to_event(bad, Utc::now()).unwrap_err());
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().contains("`user_id`"));
+    }
+
+    #[test]
+    fn assess_applies_consumer_limits() {
+        let mut long = request();
+        long.user_agent = "x".repeat(3000);
+        let err = assess_to_event(long, Utc::now()).unwrap_err();
+        assert!(err.to_string().contains("`user_agent`"), "{err}");
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
     }
 
     #[test]

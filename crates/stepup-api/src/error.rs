@@ -5,6 +5,10 @@ use stepup_engine::EngineError;
 /// Reasons a gRPC call fails.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The request makes an event that the consumer would reject (for example a user agent
+    /// over the size limit); the message names the event field.
+    #[error("request makes an invalid event: {0}")]
+    InvalidEvent(#[from] stepup_events::ParseError),
     /// A request field is missing or malformed.
     #[error("invalid field `{field}`: {reason}")]
     InvalidArgument {
@@ -55,7 +59,7 @@ impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
         let message = err.to_string();
         match err {
-            ApiError::InvalidArgument { .. } | ApiError::Engine(_) => {
+            ApiError::InvalidArgument { .. } | ApiError::InvalidEvent(_) | ApiError::Engine(_) => {
                 tonic::Status::invalid_argument(message)
             }
             ApiError::AppendFailed { .. } => tonic::Status::unavailable(message),
