@@ -80,6 +80,12 @@ pub struct KafkaConfig {
     #[serde(default = "default_retry_backoff_max_ms")]
     pub retry_backoff_max_ms: u64,
 
+    /// Longest time the broker may hold a fetch request open while it waits for new messages,
+    /// in milliseconds. Lower values cut decision latency at idle times for more requests.
+    /// Default: 100.
+    #[serde(default = "default_fetch_wait_max_ms")]
+    pub fetch_wait_max_ms: u32,
+
     /// Extra librdkafka properties passed to every client, for example `security.protocol`
     /// or `statistics.interval.ms`. Properties that other fields set, and the offset and
     /// acknowledgement settings, are rejected. Default: empty.
@@ -122,6 +128,11 @@ pub fn default_retry_backoff_max_ms() -> u64 {
     30_000
 }
 
+/// Returns the default fetch wait in milliseconds.
+pub fn default_fetch_wait_max_ms() -> u32 {
+    100
+}
+
 // === impl KafkaConfig ===
 
 impl fmt::Debug for KafkaConfig {
@@ -147,6 +158,7 @@ impl fmt::Debug for KafkaConfig {
             .field("max_event_bytes", &self.max_event_bytes)
             .field("session_timeout_ms", &self.session_timeout_ms)
             .field("retry_backoff_max_ms", &self.retry_backoff_max_ms)
+            .field("fetch_wait_max_ms", &self.fetch_wait_max_ms)
             .field("client", &client)
             .finish()
     }
@@ -163,6 +175,7 @@ impl Default for KafkaConfig {
             max_event_bytes: default_max_event_bytes(),
             session_timeout_ms: default_session_timeout_ms(),
             retry_backoff_max_ms: default_retry_backoff_max_ms(),
+            fetch_wait_max_ms: default_fetch_wait_max_ms(),
             client: BTreeMap::new(),
         }
     }
@@ -211,6 +224,7 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         self.apply_client_properties(&mut config);
         config

@@ -181,6 +181,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.engine.validate().map_err(ConfigError::Invalid)?;
+        self.kafka.validate().map_err(|err| ConfigError::Invalid(format!("`kafka`: {err}")))?;
         self.policy
             .validate()
             .map_err(|err| ConfigError::Invalid(err.to_string()))?;
