@@ -87,7 +87,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     config.kafka.group_id = "stepup-demo".into();
     // The mock broker answers a fetch only when `fetch.wait.max.ms` runs out, even when
     // messages arrive sooner, so a short wait keeps the demo's decision latency low.
-    config.kafka.client.insert("fetch.wait.max.ms".into(), "5".into());
+    config.kafka.fetch_wait_max_ms = 5;
     config.api.listen = args.grpc_listen.clone();
     config.metrics.listen = args.metrics_listen.clone();
 
