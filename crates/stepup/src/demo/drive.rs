@@ -11,15 +11,15 @@ use parking_lot::Mutex;
 use stepup_api::pb;
 use stepup_api::pb::step_up_client::StepUpClient;
 use stepup_events::{
-    Attributes, Event, EventBody, Factor, LoginAttempt, LoginResult, MfaResult, Requirement,
-    SCHEMA_VERSION,
+    Attributes, DeviceChange, DeviceOp, Event, EventBody, Factor, LoginAttempt, LoginResult,
+    MfaResult, Requirement, SCHEMA_VERSION,
 };
 use stepup_kafka::Producer;
 use tonic::transport::Channel;
 
 use super::plan::{Credential, PlannedAttempt};
-use super::typing::Typing;
 use super::summary::Tally;
+use super::typing::Typing;
 
 /// Simulated time covered by one round of publish, await and follow up.
 const TICK: Duration = Duration::minutes(30);
@@ -46,7 +46,14 @@ impl Driver {
         tally: Arc<Mutex<Tally>>,
         typing: Option<Typing>,
     ) -> Self {
-        Self { producer, client, tally, typing, published: 0, next_id: 0 }
+        Self {
+            producer,
+            client,
+            tally,
+            typing,
+            published: 0,
+            next_id: 0,
+        }
     }
 
     /// Returns how many messages were published, malformed ones included.
@@ -110,7 +117,9 @@ impl Driver {
                 .into_inner();
             let requirement = requirement_of(&decision);
             let score = decision.risk_score;
-            self.tally.lock().record(attempt.label, requirement, score, waited);
+            self.tally
+                .lock()
+                .record(attempt.label, requirement, score, waited);
             follow_ups.extend(self.follow_ups(attempt, event, requirement, &decision));
         }
         self.send_all(&follow_ups)
@@ -143,7 +152,10 @@ impl Driver {
             ip: attempt.place.ip,
             user_agent: attempt.user_agent.to_owned(),
             device_id: attempt.device_id.clone(),
-            keystroke: self.typing.as_mut().and_then(|typing| typing.capture(attempt.typist)),
+            keystroke: self
+                .typing
+                .as_mut()
+                .and_then(|typing| typing.capture(attempt.typist)),
             attributes: Attributes {
                 roles,
                 ..Attributes::default()
@@ -196,6 +208,20 @@ impl Driver {
                 passed: attempt.credential == Credential::Owner,
             });
             events.push(self.event(&attempt.user_id, attempt.at + Duration::seconds(25), mfa));
+            if let (Credential::Owner, Some(device_id)) = (attempt.credential, &attempt.device_id) {
+                // The owner ticks "remember this device" after passing MFA.
+                let ttl = i64::try_from(decision.remember_device_ttl_s).unwrap_or(0);
+                let trust = EventBody::Device(DeviceChange {
+                    device_id: device_id.clone(),
+                    op: DeviceOp::Trust,
+                    trusted_until: Some(attempt.at + Duration::seconds(ttl)),
+                });
+                events.push(self.event(
+                    &attempt.user_id,
+                    attempt.at + Duration::seconds(26),
+                    trust,
+                ));
+            }
         }
         events
     }

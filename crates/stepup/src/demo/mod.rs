@@ -183,9 +183,14 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
 
 /// Loads the shipped MEU-Mobile keystroke data set for the users' password timings.
 fn load_typing() -> anyhow::Result<Option<typing::Typing>> {
-    let Some(path) = runtime::resolve_data_path(KEYSTROKE_DATA) else { return Ok(None) };
+    let Some(path) = runtime::resolve_data_path(KEYSTROKE_DATA) else {
+        return Ok(None);
+    };
     if !path.exists() {
-        eprintln!("note: {} not found; logins carry no keystroke timings", path.display());
+        eprintln!(
+            "note: {} not found; logins carry no keystroke timings",
+            path.display()
+        );
         return Ok(None);
     }
     let dataset = stepup_keystroke::read_dataset(&path)
@@ -234,6 +239,7 @@ fn summarize(
         events_published: published,
         events_processed: processed,
         dead_letters: counter_sum(registry, "stepup_dead_letters_total"),
+        step_ups_by_rule: step_ups_by_rule(registry),
         wall_seconds,
         events_per_second: processed as f64 / wall_seconds.max(1e-9),
         decisions,
@@ -244,6 +250,30 @@ fn summarize(
         risk_score_alone: tally.score_evaluation(),
         rule_set_version: rule_set_version.to_owned(),
     }
+}
+
+/// Counts MFA and deny decisions (login attempts and actions) by the rule that decided them.
+fn step_ups_by_rule(registry: &Registry) -> BTreeMap<String, u64> {
+    let mut by_rule = BTreeMap::new();
+    let families = registry.gather();
+    let decisions = families
+        .iter()
+        .filter(|family| family.name() == "stepup_decisions_total");
+    for metric in decisions.flat_map(|family| family.get_metric()) {
+        let label = |name: &str| {
+            metric
+                .get_label()
+                .iter()
+                .find(|pair| pair.name() == name)
+                .map(|pair| pair.value())
+        };
+        if label("requirement") == Some("allow") {
+            continue;
+        }
+        let rule = label("rule").unwrap_or("none").to_owned();
+        *by_rule.entry(rule).or_insert(0) += metric.get_counter().get_value() as u64;
+    }
+    by_rule
 }
 
 /// Sums every series of a counter in `registry`.

@@ -144,8 +144,9 @@ fn legitimate_logins(
             let at = start_time() + Duration::days(day) + Duration::seconds((hour * 3600.0) as i64);
             let place = match &trip {
                 Some((from, to, place)) if at >= *from && at < *to => place.clone(),
-                // Stay home for the flight time before the trip starts.
+                // No login during the flights there and back.
                 Some((from, _, _)) if at < *from && at > *from - Duration::hours(18) => continue,
+                Some((_, to, _)) if at >= *to && at < *to + Duration::hours(18) => continue,
                 _ => user
                     .home
                     .choose(rng)

@@ -40,6 +40,8 @@ pub struct Summary {
     pub wall_seconds: f64,
     pub events_per_second: f64,
     pub decisions: BTreeMap<&'static str, u64>,
+    /// MFA and deny decisions by the highest-priority rule that gave them.
+    pub step_ups_by_rule: BTreeMap<String, u64>,
     pub by_label: BTreeMap<&'static str, LabelSummary>,
     pub legitimate_stepped_up_rate: f64,
     /// End to end: publish to Kafka, consume, decide, `AwaitDecision` reply.
@@ -106,7 +108,13 @@ impl Tally {
         }
     }
 
-    pub fn record(&mut self, label: Label, requirement: Requirement, score: f64, latency: Duration) {
+    pub fn record(
+        &mut self,
+        label: Label,
+        requirement: Requirement,
+        score: f64,
+        latency: Duration,
+    ) {
         self.scores.push((score, label != Label::Legitimate));
         let counts = self.by_label.entry(label).or_default();
         counts.attempts += 1;
@@ -132,7 +140,11 @@ impl Tally {
         let at_thresholds = roc
             .rates_at(&SCORE_THRESHOLDS)
             .into_iter()
-            .map(|point| ThresholdRates { threshold: point.threshold, tpr: point.tpr, fpr: point.fpr })
+            .map(|point| ThresholdRates {
+                threshold: point.threshold,
+                tpr: point.tpr,
+                fpr: point.fpr,
+            })
             .collect();
         ScoreEvaluation {
             attacks: roc.positives,
@@ -213,6 +225,12 @@ impl Summary {
             "  decisions on login attempts: {}",
             decisions.join(", ")
         );
+        let rules: Vec<String> = self
+            .step_ups_by_rule
+            .iter()
+            .map(|(rule, n)| format!("{rule} {n}"))
+            .collect();
+        let _ = writeln!(out, "  step-ups by deciding rule: {}", rules.join(", "));
         let _ = writeln!(
             out,
             "\n  {:<20} {:>8} {:>8} {:>6} {:>6} {:>11} {:>7}",

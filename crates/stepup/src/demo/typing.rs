@@ -10,8 +10,9 @@ use super::plan::Typist;
 
 /// Keys of the MEU-Mobile password `.tie5Roanl`, in typing order, as the data set's columns
 /// name them.
-const MEU_KEYS: [&str; 14] =
-    [".", "t", "i", "e", "Shift", "5", "Shift", "Caps", "r", "o", "a", "n", "l", "Enter"];
+const MEU_KEYS: [&str; 14] = [
+    ".", "t", "i", "e", "Shift", "5", "Shift", "Caps", "r", "o", "a", "n", "l", "Enter",
+];
 
 /// Hands out the repetitions of each subject in file order, wrapping around at the end.
 pub struct Typing {
@@ -21,7 +22,10 @@ pub struct Typing {
 
 impl Typing {
     pub fn new(dataset: Dataset) -> Self {
-        Self { dataset, next_rep: BTreeMap::new() }
+        Self {
+            dataset,
+            next_rep: BTreeMap::new(),
+        }
     }
 
     /// Returns the next password capture for `typist`, or `None` for scripts.
@@ -56,10 +60,17 @@ fn capture_from(features: &Features) -> KeystrokeCapture {
         .enumerate()
         .map(|(n, hold)| {
             let key = MEU_KEYS.get(n).copied().unwrap_or("Key").to_owned();
-            let timing = KeyTiming { key, down_ms: down, up_ms: down + hold.max(0.0) };
+            let timing = KeyTiming {
+                key,
+                down_ms: down,
+                up_ms: down + hold.max(0.0),
+            };
             down += down_down.get(n).copied().unwrap_or(0.0).max(0.0);
             timing
         })
         .collect();
-    KeystrokeCapture { field: "password".into(), keys }
+    KeystrokeCapture {
+        field: "password".into(),
+        keys,
+    }
 }

@@ -73,7 +73,7 @@ pub struct User {
 impl Pools {
     /// Probes random IPv4 addresses and keeps those the databases place in a city.
     pub fn probe(geo: &Geo, rng: &mut ChaCha8Rng) -> Self {
-        let mut by_city: BTreeMap<(String, String), Vec<Place>> = BTreeMap::new();
+        let mut by_city: BTreeMap<(String, String, String), Vec<Place>> = BTreeMap::new();
         let mut hosting = Vec::new();
         for _ in 0..PROBES {
             let ip = IpAddr::V4(Ipv4Addr::from(rng.random::<u32>()));
@@ -92,7 +92,12 @@ impl Pools {
             match info.network {
                 NetworkClass::Hosting => hosting.push(place),
                 NetworkClass::Residential if location.accuracy_km <= 100.0 => {
-                    by_city.entry((city, country)).or_default().push(place);
+                    // Names repeat (Springfield, US), so the rounded position is part of the key.
+                    let cell = format!("{:.1},{:.1}", location.latitude, location.longitude);
+                    by_city
+                        .entry((city, country, cell))
+                        .or_default()
+                        .push(place);
                 }
                 _ => {}
             }
