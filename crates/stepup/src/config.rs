@@ -181,7 +181,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.engine.validate().map_err(ConfigError::Invalid)?;
-        self.kafka.validate().map_err(|err| ConfigError::Invalid(format!("`kafka`: {err}")))?;
+        self.kafka
+            .validate()
+            .map_err(|err| ConfigError::Invalid(format!("`kafka`: {err}")))?;
         self.policy
             .validate()
             .map_err(|err| ConfigError::Invalid(err.to_string()))?;

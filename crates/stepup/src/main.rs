@@ -4,6 +4,7 @@
 
 mod config;
 mod demo;
+mod eval_cmd;
 mod rules_cmd;
 mod rules_reload;
 mod runtime;
@@ -41,6 +42,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Test the rule files against their case files, or list them.
     Rules(rules_cmd::RulesArgs),
+    /// Measure the keystroke detectors or the risk score on a labelled data set.
+    Eval(eval_cmd::EvalArgs),
     /// Print the effective configuration (defaults, file and environment) as TOML.
     Config,
 }
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(config, args).await,
             Command::Demo(args) => demo::run(config, args).await,
             Command::Rules(args) => rules_cmd::run(config, args),
+            Command::Eval(args) => eval_cmd::run(args),
             Command::Config => config.print(),
         }
     });
