@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backtest_cmd;
 mod config;
 mod demo;
 mod eval_cmd;
@@ -40,6 +41,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run the engine on an embedded Kafka with a labelled stream of logins and attacks.
     Demo(demo::DemoArgs),
+    /// Replay recorded events through candidate rules and compare them with a baseline.
+    Backtest(backtest_cmd::BacktestArgs),
     /// Test the rule files against their case files, or list them.
     Rules(rules_cmd::RulesArgs),
     /// Measure the keystroke detectors or the risk score on a labelled data set.
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(config, args).await,
             Command::Demo(args) => demo::run(config, args).await,
+            Command::Backtest(args) => backtest_cmd::run(config, args),
             Command::Rules(args) => rules_cmd::run(config, args),
             Command::Eval(args) => eval_cmd::run(args),
             Command::Config => config.print(),
