@@ -36,7 +36,7 @@ pub fn shared_broker() -> String {
     let address = std::env::var(KAFKA_ENV).unwrap_or_else(|_| DEFAULT_KAFKA.to_owned());
     if let Err(err) = check_broker(&address, Duration::from_secs(10)) {
         panic!(
-            "no Kafka broker answers at `{address}` (from {KAFKA_ENV}, default {DEFAULT_KAFKA}): \
+            "no Kafka broker responds at `{address}` (from {KAFKA_ENV}, default {DEFAULT_KAFKA}): \
              {err}. Run the tests with `scripts/test.sh`, which starts one, or start tansu with \
              `tansu broker --listener-url tcp://{address} --advertised-listener-url \
              tcp://{address} --storage-engine memory://tansu/` and set {KAFKA_ENV}={address}"
