@@ -12,11 +12,12 @@ use crate::{
     CASES_DIR, Evaluation, Policy, PolicyConfig, RuleMode, RuleSet, load_cases, run_cases,
 };
 
-const SHIPPED_RULES: [&str; 9] = [
+const SHIPPED_RULES: [&str; 10] = [
     "user_failure_velocity",
     "password_spraying",
     "admin_requires_webauthn",
     "impossible_travel",
+    "keystroke_mismatch",
     "new_device_from_hosting",
     "new_country",
     "high_risk_score",

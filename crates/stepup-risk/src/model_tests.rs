@@ -284,6 +284,7 @@ fn assess_reads_engine_signals() {
         },
         network: NetworkClass::Hosting,
         first_login: false,
+        keystroke: None,
     };
     let inputs = SignalInputs::from_signals(&signals, Some(0.9));
 
@@ -325,6 +326,7 @@ fn possible_travel_adds_nothing() {
         ip: IpVelocity::default(),
         network: NetworkClass::Residential,
         first_login: true,
+        keystroke: None,
     };
     assert_eq!(
         SignalInputs::from_signals(&signals, None),

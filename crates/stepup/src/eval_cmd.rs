@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -47,7 +47,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
 }
 
-fn keystroke(path: &PathBuf, json: bool) -> anyhow::Result<()> {
+fn keystroke(path: &Path, json: bool) -> anyhow::Result<()> {
     let dataset = stepup_keystroke::read_dataset(path)
         .with_context(|| format!("failed to read keystroke data `{}`", path.display()))?;
     let baseline = ScaledManhattan;
@@ -63,7 +63,7 @@ fn keystroke(path: &PathBuf, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rba(path: &PathBuf, json: bool) -> anyhow::Result<()> {
+fn rba(path: &Path, json: bool) -> anyhow::Result<()> {
     let file = File::open(path)
         .with_context(|| format!("failed to open RBA data `{}`", path.display()))?;
     let report = stepup_risk::rba::evaluate_rba(BufReader::new(file))
