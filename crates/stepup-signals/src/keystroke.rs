@@ -6,7 +6,7 @@ use stepup_keystroke::{Detector, Features};
 
 use crate::profile::Profile;
 
-/// What rules see as `signals.keystroke` when the attempt carries key timings.
+/// The `signals.keystroke` value of an attempt that carries key timings.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct KeystrokeSignal {
     /// Input field the timings belong to, for example `password`.
@@ -63,8 +63,8 @@ pub fn assess_keystroke(
     let signal = match template {
         Some(template) => {
             // NOTE: `Template::score` refits the detector from the stored samples on every
-            // call (about 21 µs for Parzen); caching the fitted model between verified logins
-            // would bring it near the 0.5 µs of scoring alone.
+            // call, which takes about 21 µs for Parzen. Caching the fitted model between
+            // verified logins would bring it near the 0.5 µs of scoring alone.
             let verdict = template.score(&features, detector);
             signal(
                 verdict.enrolled,
