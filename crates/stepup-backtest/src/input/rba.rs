@@ -19,25 +19,8 @@ use stepup_events::{
 
 use super::{Batch, InputError, InputEvent, InvalidRecord, Labels, Position, io_error};
 
-/// Header of the RBA data set, in file order.
-pub const RBA_COLUMNS: [&str; 16] = [
-    "index",
-    "Login Timestamp",
-    "User ID",
-    "Round-Trip Time [ms]",
-    "IP Address",
-    "Country",
-    "Region",
-    "City",
-    "ASN",
-    "User Agent String",
-    "Browser Name and Version",
-    "OS Name and Version",
-    "Device Type",
-    "Login Successful",
-    "Is Attack IP",
-    "Is Account Takeover",
-];
+/// Header of the RBA data set, in file order; the risk model's importer reads the same layout.
+pub use stepup_risk::rba::RBA_COLUMNS;
 
 /// Bytes read from the file per chunk.
 const CHUNK_BYTES: u64 = 4 << 20;
