@@ -9,10 +9,11 @@
 //! default window, and at most [`MAX_TEMPLATE_KEYS`] keys and [`MAX_WINDOW`] samples.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detector::{Detector, Samples};
+use crate::detector::{Detector, Model, Samples};
 use crate::features::{Features, NoSignal, SequenceTag, feature_count};
 
 /// Largest accepted `window`.
@@ -145,6 +146,58 @@ pub struct Template {
     mismatches: u16,
     /// Stored samples, oldest first, in whole milliseconds saturated to the `i16` range.
     timings_ms: Vec<i16>,
+    /// Models fitted on `timings_ms`, one per detector that scored, with their calibration
+    /// baselines; dropped after every change to the samples and never serialized.
+    #[serde(skip)]
+    fitted: FitCache,
+}
+
+/// A model fitted on a template's samples, kept so that scoring does not refit it.
+struct Fitted {
+    model: Box<dyn Model>,
+    baseline: Vec<f64>,
+}
+
+/// Cache of the fitted model. Clones share it, and it takes no part in equality, because it
+/// is derived from the samples.
+#[derive(Clone, Default)]
+struct FitCache(Arc<Mutex<FitsByDetector>>);
+
+/// Fit results by detector name; a failed fit keeps its error message.
+type FitsByDetector = Vec<(&'static str, Arc<Result<Fitted, String>>)>;
+
+impl FitCache {
+    /// Returns the fit of the detector named `name`, fitting and keeping it on first use.
+    fn get_or_fit(
+        &self,
+        name: &'static str,
+        fit: impl FnOnce() -> Result<Fitted, String>,
+    ) -> Arc<Result<Fitted, String>> {
+        let cached = self
+            .lock()
+            .iter()
+            .find(|(cached, _)| *cached == name)
+            .map(|(_, f)| f.clone());
+        if let Some(fitted) = cached {
+            return fitted;
+        }
+        let fitted = Arc::new(fit());
+        self.lock().push((name, fitted.clone()));
+        fitted
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FitsByDetector> {
+        // A panic while holding the lock leaves at worst a missing entry, so the data is usable.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl PartialEq for FitCache {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
 // === impl Template ===
@@ -167,6 +220,7 @@ impl Template {
             learnt: 0,
             mismatches: 0,
             timings_ms: Vec::new(),
+            fitted: FitCache::default(),
         }
     }
 
@@ -244,24 +298,46 @@ impl Template {
             return verdict;
         }
 
-        let values: Vec<f64> = self.timings_ms.iter().map(|&ms| f64::from(ms)).collect();
-        let model = match Samples::new(usize::from(self.key_count), &values)
-            .and_then(|training| detector.fit(training))
-        {
-            Ok(model) => model,
-            Err(error) => {
-                verdict.nearest_reason = error.to_string();
+        let fitted = self
+            .fitted
+            .get_or_fit(detector.name(), || self.fit(detector));
+        let fitted = match fitted.as_ref() {
+            Ok(fitted) => fitted,
+            Err(message) => {
+                verdict.nearest_reason = message.clone();
                 return verdict;
             }
         };
-        let raw = model.score(features.values());
-        let baseline = model.training_scores();
-        verdict.score = detector.calibration().probability(raw, &baseline);
-        verdict.nearest_reason = model.largest_deviation(features.values()).to_string();
+        let raw = fitted.model.score(features.values());
+        verdict.score = detector.calibration().probability(raw, &fitted.baseline);
+        verdict.nearest_reason = fitted
+            .model
+            .largest_deviation(features.values())
+            .to_string();
         verdict
     }
 
+    /// Returns a copy that shares no fitted model with `self`, for tests of the cache.
+    #[cfg(test)]
+    pub(crate) fn clone_without_fit(&self) -> Self {
+        Template {
+            fitted: FitCache::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Fits `detector` on the stored samples and computes the calibration baseline.
+    fn fit<D: Detector + ?Sized>(&self, detector: &D) -> Result<Fitted, String> {
+        let values: Vec<f64> = self.timings_ms.iter().map(|&ms| f64::from(ms)).collect();
+        let model = Samples::new(usize::from(self.key_count), &values)
+            .and_then(|training| detector.fit(training))
+            .map_err(|error| error.to_string())?;
+        let baseline = model.training_scores();
+        Ok(Fitted { model, baseline })
+    }
+
     fn clear(&mut self) {
+        self.fitted = FitCache::default();
         self.key_count = 0;
         self.sequence = None;
         self.learnt = 0;
@@ -274,6 +350,7 @@ impl Template {
             self.key_count = u16::try_from(features.key_count()).unwrap_or(u16::MAX);
             self.sequence = features.sequence();
         }
+        self.fitted = FitCache::default();
         self.mismatches = 0;
         self.learnt = self.learnt.saturating_add(1);
         // `as` rounds towards zero after `round` and saturates at the i16 bounds, which only

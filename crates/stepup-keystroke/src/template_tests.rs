@@ -282,3 +282,34 @@ fn config_validation_names_the_bad_key() {
         assert!(error.to_string().contains(&format!("`{key}`")), "{error}");
     }
 }
+
+#[test]
+fn cached_fit_matches_fresh_fit_and_follows_learning() {
+    let mut template = Template::default();
+    let mut noise = Noise(5);
+    learn_many(&mut template, 12, 100.0, &mut noise);
+    let sample = typed(&KEYS, 110.0, 160.0, &mut noise);
+    let detector = ParzenDetector::default();
+
+    let first = template.score(&sample, &detector);
+    let cached = template.score(&sample, &detector);
+    let uncached = template.clone_without_fit().score(&sample, &detector);
+    assert_eq!(first, cached);
+    assert_eq!(first, uncached);
+
+    // Another detector gets its own fit, not the Parzen one.
+    let other = template.score(&sample, &ScaledManhattan);
+    let other_fresh = template
+        .clone_without_fit()
+        .score(&sample, &ScaledManhattan);
+    assert_eq!(other, other_fresh);
+
+    learn_many(&mut template, 8, 140.0, &mut noise);
+    let after = template.score(&sample, &detector);
+    let after_fresh = template.clone_without_fit().score(&sample, &detector);
+    assert_eq!(after, after_fresh);
+    assert_ne!(
+        after.score, first.score,
+        "learning must invalidate the cached fit"
+    );
+}

@@ -62,9 +62,6 @@ pub fn assess_keystroke(
     };
     let signal = match template {
         Some(template) => {
-            // NOTE: `Template::score` refits the detector from the stored samples on every
-            // call, which takes about 21 µs for Parzen. Caching the fitted model between
-            // verified logins would bring it near the 0.5 µs of scoring alone.
             let verdict = template.score(&features, detector);
             signal(
                 verdict.enrolled,
