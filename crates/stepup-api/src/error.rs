@@ -14,7 +14,7 @@ pub enum ApiError {
     InvalidArgument {
         /// Request field name.
         field: &'static str,
-        /// What is wrong and what to send instead.
+        /// Description of the problem and the value to send instead.
         reason: String,
     },
     /// The decided event could not be appended to the events topic in time.

@@ -118,14 +118,14 @@ impl pb::step_up_server::StepUp for StepUpService {
         request: Request<pb::StreamDecisionsRequest>,
     ) -> Result<Response<Self::StreamDecisionsStream>, Status> {
         let request = request.into_inner();
-        let wanted: Vec<_> = request
+        let requested: Vec<_> = request
             .requirements
             .iter()
             .filter_map(|value| requirement_from_proto(*value))
             .collect();
         let user_id = request.user_id;
         let matches = move |decision: &Decision| {
-            (wanted.is_empty() || wanted.contains(&decision.requirement))
+            (requested.is_empty() || requested.contains(&decision.requirement))
                 && (user_id.is_empty() || decision.user_id == user_id)
         };
         let stream =

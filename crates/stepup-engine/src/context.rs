@@ -1,4 +1,4 @@
-//! The context a policy sees: event, signals, risk and profile summary.
+//! The context passed to the policy: event, signals, risk and profile summary.
 
 use serde::Serialize;
 use stepup_events::{Attributes, Event, EventBody};

@@ -47,7 +47,7 @@ pub enum EngineError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// What processing one event from the log did.
+/// Result of processing one event from the log.
 #[derive(Clone, Debug)]
 pub enum Outcome {
     /// A new decision was made and stored.
@@ -203,7 +203,7 @@ impl Engine {
         self.decisions.subscribe()
     }
 
-    /// Returns a copy of the user's profile, if the engine holds one.
+    /// Returns a copy of the user's profile, if the engine has one.
     pub fn profile(&self, user_id: &str) -> Option<Profile> {
         self.users.get(user_id).map(|state| state.profile.clone())
     }
@@ -490,7 +490,7 @@ impl Engine {
     }
 
     /// Raises an allowed sensitive action to MFA when the last passed MFA is older than the
-    /// window. This is a floor under the rules: it holds even when no rule covers actions.
+    /// window. This is a floor under the rules, so it applies even when no rule covers actions.
     fn require_recent_mfa(&self, evaluation: &mut Evaluation, summary: &ProfileSummary) {
         let window = self.config.actions.recent_mfa_window_s;
         let fresh = summary
@@ -605,7 +605,7 @@ fn gauge_value(len: usize) -> i64 {
     i64::try_from(len).unwrap_or(i64::MAX)
 }
 
-/// Returns the signal family of a default reason code, for reasons whose rule did not say.
+/// Returns the signal family of a default reason code, for reasons whose rule set none.
 fn signal_of(code: &str) -> &'static str {
     match code {
         c if c.contains("travel") => "travel",

@@ -15,7 +15,7 @@ pub struct EngineMetrics {
     pub processing: HistogramVec,
     /// Rule evaluations that errored or hit a sandbox limit, by rule.
     pub rule_errors: IntCounterVec,
-    /// What shadow rules would have decided, by rule and requirement.
+    /// Would-be verdicts of shadow rules, by rule and requirement.
     pub shadow_decisions: IntCounterVec,
     /// Profiles held in memory.
     pub profiles: IntGauge,

@@ -12,7 +12,7 @@ use stepup_signals::{AttemptFacts, Profile, UserAgentInfo};
 /// Everything the engine keeps for one user.
 #[derive(Clone, Debug, Default)]
 pub struct UserState {
-    /// What the user's verified logins taught.
+    /// Behavioural history learnt from the user's verified logins.
     pub profile: Profile,
     /// Recent login attempts whose outcome is not known yet, oldest first.
     pub pending: VecDeque<PendingAttempt>,
@@ -36,7 +36,7 @@ pub struct PendingAttempt {
     pub device_id: Option<String>,
     /// Risk score of the attempt.
     pub score: f64,
-    /// What the engine decided for it.
+    /// Requirement the engine decided for the attempt.
     pub requirement: Requirement,
     /// Set when the first factor succeeded and the attempt waits for its MFA result.
     pub first_factor_passed: bool,

@@ -10,7 +10,7 @@ use stepup_events::Decision;
 use tokio::sync::{broadcast, oneshot};
 
 /// Capacity of the broadcast channel behind `StreamDecisions`; a subscriber that falls further
-/// behind skips decisions and is told how many.
+/// behind skips decisions and receives the number skipped.
 const FEED_CAPACITY: usize = 4096;
 
 /// A stored decision and whether the engine already applied its event's state change.
@@ -73,7 +73,7 @@ impl DecisionStore {
                 let _ = sender.send(decision.clone());
             }
         }
-        // An error here only means nobody is subscribed.
+        // An error here only means that no subscriber exists.
         let _ = self.feed.send(decision);
     }
 

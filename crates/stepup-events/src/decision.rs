@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::Factor;
 
-/// What the auth service must do before letting the user in or through.
+/// Action the auth service must take before letting the user in or through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Requirement {
@@ -120,7 +120,7 @@ pub struct Decision {
     pub event_id: String,
     /// Account the event belongs to.
     pub user_id: String,
-    /// What the caller must do.
+    /// Action the caller must take.
     pub requirement: Requirement,
     /// Factors that satisfy an `mfa` requirement; empty for `allow` and `deny`.
     pub factors: Vec<Factor>,

@@ -33,7 +33,7 @@ impl Event {
 
     /// Serializes the event to its JSON wire form.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("an event holds only JSON-representable values")
+        serde_json::to_vec(self).expect("an event contains only JSON-representable values")
     }
 }
 
@@ -172,7 +172,7 @@ pub struct LoginResult {
     pub attempt_id: String,
     /// Whether the password (or other first factor) was correct.
     pub success: bool,
-    /// Why a failed attempt failed, for example `bad_password` or `locked`.
+    /// Failure reason of a failed attempt, for example `bad_password` or `locked`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Client IP, when the result is published without its attempt; used for per-IP velocity.
@@ -265,7 +265,7 @@ pub struct DeviceChange {
     pub trusted_until: Option<DateTime<Utc>>,
 }
 
-/// What a device event does.
+/// Operation of a device event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceOp {

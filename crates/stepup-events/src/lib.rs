@@ -2,7 +2,7 @@
 //!
 //! This crate owns the wire schema of the events topic (JSON, schema version 1), its
 //! validation with error codes for the dead-letter topic, and the decision type the engine
-//! returns. It does no I/O and knows nothing of Kafka, gRPC or scoring.
+//! returns. It does no I/O and does not depend on Kafka, gRPC or scoring.
 
 #![forbid(unsafe_code)]
 

@@ -54,7 +54,7 @@ pub enum ParseError {
     InvalidField {
         /// Field name (dotted path for nested fields where known).
         field: String,
-        /// What is wrong and what is expected.
+        /// Description of the problem and the expected value.
         reason: String,
     },
 }

@@ -80,7 +80,7 @@ pub struct KafkaConfig {
     #[serde(default = "default_retry_backoff_max_ms")]
     pub retry_backoff_max_ms: u64,
 
-    /// Longest time the broker may hold a fetch request open while it waits for new messages,
+    /// Maximum time the broker may keep a fetch request open while it waits for new messages,
     /// in milliseconds. Lower values cut decision latency at idle times for more requests.
     /// Default: 100.
     #[serde(default = "default_fetch_wait_max_ms")]

@@ -475,8 +475,16 @@ fn typical_logins_get_expected_levels() {
         ("usual login", features("DE", Some(DEVICE)), RiskLevel::Low),
         ("new phone at home", new_phone, RiskLevel::Low),
         ("laptop abroad", abroad, RiskLevel::Low),
-        ("attacker abroad, same browser", attacker, RiskLevel::Critical),
-        ("attacker in the same country", local_attacker, RiskLevel::High),
+        (
+            "attacker abroad, same browser",
+            attacker,
+            RiskLevel::Critical,
+        ),
+        (
+            "attacker in the same country",
+            local_attacker,
+            RiskLevel::High,
+        ),
     ];
     let history = history(20);
     for (name, attempt, level) in cases {

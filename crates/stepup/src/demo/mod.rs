@@ -85,7 +85,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     let kafka = EmbeddedKafka::start(1, &topics).context("failed to start the embedded Kafka")?;
     config.kafka.brokers = kafka.bootstrap_servers();
     config.kafka.group_id = "stepup-demo".into();
-    // The mock broker answers a fetch only when `fetch.wait.max.ms` runs out, even when
+    // The mock broker returns a fetch response only when `fetch.wait.max.ms` runs out, even when
     // messages arrive sooner, so a short wait keeps the demo's decision latency low.
     config.kafka.fetch_wait_max_ms = 5;
     config.api.listen = args.grpc_listen.clone();

@@ -12,7 +12,7 @@ use super::world::{ATTACK_AGENTS, BROWSER_AGENTS, Place, Pools, User};
 /// Days of history every user builds before the first attack.
 const WARM_UP_DAYS: i64 = 4;
 
-/// Who is behind an attempt; attack labels are what the summary scores the engine on.
+/// Actor behind an attempt. The summary scores the engine on the attack labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Label {
@@ -46,7 +46,7 @@ impl Label {
     }
 }
 
-/// What happens after the decision.
+/// Credential the actor has, which sets the results sent after the decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Credential {
     /// Right password; passes MFA when asked.

@@ -53,7 +53,7 @@ pub struct Summary {
     pub rule_set_version: String,
 }
 
-/// What happened to one label's attempts.
+/// Outcome of one label's attempts.
 #[derive(Debug, Serialize)]
 pub struct LabelSummary {
     #[serde(flatten)]
