@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
+use dashmap::mapref::one::RefMut;
 use prometheus::Registry;
 use stepup_events::{
     Action, Decision, DeviceChange, DeviceOp, Event, EventBody, LoginAttempt, LoginResult,
@@ -14,10 +15,10 @@ use stepup_events::{
 use stepup_geo::{Geo, NetworkClass};
 use stepup_keystroke::{Features, ParzenDetector};
 use stepup_policy::{Evaluation, Policy};
-use stepup_risk::{AttemptFeatures, Population, RiskAssessment, RiskModel};
+use stepup_risk::{AttemptFeatures, RiskAssessment, RiskModel};
 use stepup_signals::{
-    AttemptFacts, IpActivity, Profile, ProfileSummary, Signals, assess_keystroke, compute_signals,
-    parse_user_agent,
+    AttemptFacts, IpKey, Profile, ProfileSummary, Signals, assess_keystroke, compute_signals,
+    ip_prefix_of, parse_user_agent,
 };
 use tokio::sync::broadcast;
 use tracing::trace;
@@ -25,7 +26,8 @@ use tracing::trace;
 use crate::config::EngineConfig;
 use crate::context::{ActionView, EventView, PolicyContext, RiskView};
 use crate::metrics::EngineMetrics;
-use crate::state::{PendingAttempt, UserState};
+use crate::partition::{PartitionState, ip_window};
+use crate::state::{IpMark, PendingAttempt, UserState};
 use crate::store::DecisionStore;
 
 /// Reasons an inline call cannot be decided.
@@ -47,6 +49,27 @@ pub enum EngineError {
     Metrics(#[from] prometheus::Error),
 }
 
+/// Where an event sits in the events topic.
+///
+/// Events without a position (the demo's generator, tests) use partition 0 and no offset, and
+/// are never recognised as applied before.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    /// Partition of the events topic.
+    pub partition: i32,
+    /// Offset in the partition, if the event came from the log.
+    pub offset: Option<i64>,
+}
+
+/// An event processed from the log, with the user whose state it concerned.
+#[derive(Clone, Debug)]
+pub struct Processed {
+    /// What processing did.
+    pub outcome: Outcome,
+    /// `user_id` of the event.
+    pub user_id: String,
+}
+
 /// Result of processing one event from the log.
 #[derive(Clone, Debug)]
 pub enum Outcome {
@@ -61,16 +84,15 @@ pub enum Outcome {
 
 /// The risk engine. Cheap to share in an `Arc`; every method takes `&self`.
 pub struct Engine {
-    config: EngineConfig,
+    pub(crate) config: EngineConfig,
     geo: Arc<Geo>,
     policy: Arc<Policy>,
-    users: DashMap<String, UserState>,
-    ips: IpActivity,
+    pub(crate) users: DashMap<String, UserState>,
+    pub(crate) partitions: DashMap<i32, Arc<PartitionState>>,
     risk_model: RiskModel,
-    population: Population,
     keystroke_detector: ParzenDetector,
     decisions: DecisionStore,
-    metrics: EngineMetrics,
+    pub(crate) metrics: EngineMetrics,
     max_event_bytes: usize,
 }
 
@@ -93,16 +115,14 @@ impl Engine {
         let metrics = EngineMetrics::register(registry)?;
         let risk_model = RiskModel::new(config.risk.clone())
             .map_err(|err| EngineError::Config(format!("`engine.risk`: {err}")))?;
-        let population = Population::from_config(&config.risk);
         let version = policy.rule_set().version().to_owned();
         metrics
             .rule_set
             .with_label_values(&[version.as_str()])
             .set(1);
         Ok(Self {
-            ips: IpActivity::new(&config.signals),
+            partitions: DashMap::new(),
             risk_model,
-            population,
             keystroke_detector: ParzenDetector::default(),
             decisions: DecisionStore::new(config.decisions.max_stored),
             users: DashMap::new(),
@@ -120,10 +140,23 @@ impl Engine {
         self
     }
 
-    /// Parses and processes one message from the events topic.
+    /// Parses and processes one message without a log position; see [`Engine::process`].
     pub fn process_bytes(&self, payload: &[u8]) -> Result<Outcome, ParseError> {
+        self.process_bytes_at(payload, Position::default())
+            .map(|processed| processed.outcome)
+    }
+
+    /// Parses and processes one message from `position` of the events topic.
+    pub fn process_bytes_at(
+        &self,
+        payload: &[u8],
+        position: Position,
+    ) -> Result<Processed, ParseError> {
         match parse_event_with_limit(payload, self.max_event_bytes) {
-            Ok(event) => Ok(self.process(&event)),
+            Ok(event) => Ok(Processed {
+                outcome: self.process_at(&event, position),
+                user_id: event.user_id,
+            }),
             Err(err) => {
                 self.metrics
                     .events
@@ -134,16 +167,39 @@ impl Engine {
         }
     }
 
-    /// Processes one event from the log: decides it (unless decided before) and applies its
-    /// state change. Events of one user must arrive in log order.
+    /// Processes one event without a log position, in partition 0.
     pub fn process(&self, event: &Event) -> Outcome {
+        self.process_at(event, Position::default())
+    }
+
+    /// Processes one event from `position` of the log: decides it (unless decided before)
+    /// and applies its state change. Events of one user must arrive in log order. An event at
+    /// or below the user's last applied offset is a duplicate and changes nothing.
+    pub fn process_at(&self, event: &Event, position: Position) -> Outcome {
         let started = Instant::now();
-        let outcome = match &event.body {
-            EventBody::LoginAttempt(attempt) => self.process_attempt(event, attempt),
-            EventBody::Action(action) => self.process_action(event, action),
-            EventBody::LoginResult(result) => self.apply_login_result(event, result),
-            EventBody::MfaResult(result) => self.apply_mfa_result(event, result),
-            EventBody::Device(change) => self.apply_device(event, change),
+        let applied_before = self
+            .users
+            .get(&event.user_id)
+            .is_some_and(|state| state.has_applied(position.partition, position.offset));
+        let outcome = if applied_before {
+            Outcome::Duplicate
+        } else {
+            let partition = position.partition;
+            let outcome = match &event.body {
+                EventBody::LoginAttempt(attempt) => {
+                    self.process_attempt(event, attempt, partition)
+                }
+                EventBody::Action(action) => self.process_action(event, action),
+                EventBody::LoginResult(result) => {
+                    self.apply_login_result(event, result, partition)
+                }
+                EventBody::MfaResult(result) => self.apply_mfa_result(event, result, partition),
+                EventBody::Device(change) => self.apply_device(event, change, partition),
+            };
+            if let Some(offset) = position.offset {
+                self.user_entry(&event.user_id, partition).applied_offset = Some(offset);
+            }
+            outcome
         };
 
         let kind = event.kind().as_str();
@@ -163,14 +219,23 @@ impl Engine {
 
     /// Decides a login attempt inline (gRPC `Assess`) without changing any state. The caller
     /// appends the event to the log; the consumer then applies it without deciding again.
+    /// The attempt is scored in the partition that holds the user, or partition 0 for a user
+    /// the engine does not know; see [`Engine::assess_in`].
     pub fn assess(&self, event: &Event) -> Result<Arc<Decision>, EngineError> {
+        let partition = self.users.get(&event.user_id).map_or(0, |state| state.partition);
+        self.assess_in(event, partition)
+    }
+
+    /// Decides a login attempt inline against the state of `partition`, the partition of the
+    /// events topic the user's events go to.
+    pub fn assess_in(&self, event: &Event, partition: i32) -> Result<Arc<Decision>, EngineError> {
         let EventBody::LoginAttempt(attempt) = &event.body else {
             return Err(wrong_type("login_attempt", event));
         };
         if let Some(stored) = self.decisions.get(&event.event_id) {
             return Ok(stored.decision);
         }
-        let assessed = self.assess_attempt(event, attempt);
+        let assessed = self.assess_attempt(event, attempt, partition);
         self.decisions.insert(assessed.decision.clone(), false);
         Ok(assessed.decision)
     }
@@ -228,19 +293,59 @@ impl Engine {
         &self.metrics
     }
 
-    fn process_attempt(&self, event: &Event, attempt: &LoginAttempt) -> Outcome {
+    /// Returns the state of `partition`, creating it empty if the engine has none.
+    pub(crate) fn partition(&self, partition: i32) -> Arc<PartitionState> {
+        if let Some(part) = self.partitions.get(&partition) {
+            return part.clone();
+        }
+        self.partitions
+            .entry(partition)
+            .or_insert_with(|| Arc::new(self.new_partition()))
+            .clone()
+    }
+
+    pub(crate) fn new_partition(&self) -> PartitionState {
+        PartitionState::new(&self.config.signals, self.config.risk.max_values_per_feature)
+    }
+
+    /// Returns the user's state for a change, creating it in `partition` if it is new. A user
+    /// whose events moved to another partition (the topic's partition count changed) moves
+    /// with its population counts.
+    fn user_entry(&self, user_id: &str, partition: i32) -> RefMut<'_, String, UserState> {
+        let mut state = self
+            .users
+            .entry(user_id.to_owned())
+            .or_insert_with(|| UserState {
+                partition,
+                ..UserState::default()
+            });
+        if state.partition != partition {
+            self.partition(state.partition)
+                .count_profile(&state.profile, -1);
+            self.partition(partition).count_profile(&state.profile, 1);
+            state.partition = partition;
+            state.applied_offset = None;
+        }
+        state
+    }
+
+    pub(crate) fn tracked_ips(&self) -> usize {
+        self.partitions.iter().map(|part| part.ips.len()).sum()
+    }
+
+    fn process_attempt(&self, event: &Event, attempt: &LoginAttempt, partition: i32) -> Outcome {
         match self.decisions.get(&event.event_id) {
             Some(stored) if stored.applied => Outcome::Duplicate,
             Some(stored) => {
                 // Decided inline by `Assess`: rebuild the pending attempt without deciding again.
                 let pending = self.pending_from(event, attempt, &stored.decision);
-                self.apply_attempt(event, pending);
+                self.apply_attempt(event, pending, partition);
                 self.decisions.mark_applied(&event.event_id);
                 Outcome::Applied
             }
             None => {
-                let assessed = self.assess_attempt(event, attempt);
-                self.apply_attempt(event, assessed.pending);
+                let assessed = self.assess_attempt(event, attempt, partition);
+                self.apply_attempt(event, assessed.pending, partition);
                 self.decisions.insert(assessed.decision.clone(), true);
                 Outcome::Decided(assessed.decision)
             }
@@ -262,7 +367,7 @@ impl Engine {
         }
     }
 
-    fn assess_attempt(&self, event: &Event, attempt: &LoginAttempt) -> Assessed {
+    fn assess_attempt(&self, event: &Event, attempt: &LoginAttempt, partition: i32) -> Assessed {
         let geo = self.geo.lookup(attempt.ip);
         let user_agent = parse_user_agent(&attempt.user_agent);
         let facts = AttemptFacts {
@@ -272,7 +377,9 @@ impl Engine {
             ua: &user_agent,
             device_id: attempt.device_id.as_deref(),
         };
-        let (signals, summary, risk, keystroke) = self.score_attempt(event, attempt, &facts);
+        let part = self.partition(partition);
+        let (signals, summary, risk, keystroke) =
+            self.score_attempt(event, attempt, &facts, &part);
         self.metrics.risk_score.observe(risk.score);
 
         let mut view = EventView::new(event, geo.network.as_str(), Some(&user_agent));
@@ -290,7 +397,8 @@ impl Engine {
         let pending = PendingAttempt {
             event_id: event.event_id.clone(),
             at: event.occurred_at,
-            ip: attempt.ip,
+            ip_prefix: ip_prefix_of(attempt.ip),
+            ip_key: IpKey::from(attempt.ip),
             geo,
             user_agent,
             device_id: attempt.device_id.clone(),
@@ -309,13 +417,14 @@ impl Engine {
         event: &Event,
         attempt: &LoginAttempt,
         facts: &AttemptFacts<'_>,
+        part: &PartitionState,
     ) -> (
         Signals,
         ProfileSummary,
         RiskAssessment,
         Option<(String, Features)>,
     ) {
-        let ip_velocity = self.ips.snapshot(attempt.ip, event.occurred_at);
+        let ip_velocity = part.ips.snapshot(attempt.ip, event.occurred_at);
         let features = AttemptFeatures::from_facts(facts);
         let state = self.users.get(&event.user_id);
         let empty = Profile::default();
@@ -327,7 +436,7 @@ impl Engine {
         let typing_score = keystroke.as_ref().and_then(|outcome| outcome.signal.score);
         let risk =
             self.risk_model
-                .assess(&features, profile, &self.population, &signals, typing_score);
+                .assess(&features, profile, &part.population, &signals, typing_score);
         signals.keystroke = keystroke.as_ref().map(|outcome| outcome.signal.clone());
         let learnable =
             keystroke.and_then(|outcome| Some((outcome.signal.field, outcome.features?)));
@@ -343,7 +452,8 @@ impl Engine {
         PendingAttempt {
             event_id: event.event_id.clone(),
             at: event.occurred_at,
-            ip: attempt.ip,
+            ip_prefix: ip_prefix_of(attempt.ip),
+            ip_key: IpKey::from(attempt.ip),
             geo: self.geo.lookup(attempt.ip),
             user_agent: parse_user_agent(&attempt.user_agent),
             device_id: attempt.device_id.clone(),
@@ -357,28 +467,42 @@ impl Engine {
         }
     }
 
-    fn apply_attempt(&self, event: &Event, pending: PendingAttempt) {
-        self.ips
-            .record_attempt(pending.ip, &event.user_id, event.occurred_at);
-        self.metrics.tracked_ips.set(gauge_value(self.ips.len()));
+    fn apply_attempt(&self, event: &Event, pending: PendingAttempt, partition: i32) {
+        let mark = IpMark {
+            at: event.occurred_at,
+            ip: pending.ip_key,
+            failure: false,
+        };
         let max_pending = self.config.learning.max_pending_attempts;
-        self.users
-            .entry(event.user_id.clone())
-            .or_default()
-            .push_pending(pending, max_pending);
+        let mut state = self.user_entry(&event.user_id, partition);
+        state.push_pending(pending, max_pending);
+        self.record_mark(&mut state, &event.user_id, mark);
     }
 
-    fn apply_login_result(&self, event: &Event, result: &LoginResult) -> Outcome {
-        let mut state = self.users.entry(event.user_id.clone()).or_default();
+    /// Adds an IP mark to the user's state and to the partition's IP activity.
+    fn record_mark(&self, state: &mut UserState, user_id: &str, mark: IpMark) {
+        let signals = &self.config.signals;
+        state.push_ip_mark(mark, ip_window(signals), signals.max_events_per_ip);
+        self.partition(state.partition).record_mark(user_id, mark);
+        self.metrics.tracked_ips.set(gauge_value(self.tracked_ips()));
+    }
+
+    fn apply_login_result(&self, event: &Event, result: &LoginResult, partition: i32) -> Outcome {
+        let mut state = self.user_entry(&event.user_id, partition);
         let signals_config = &self.config.signals;
         if !result.success {
             let pending = state.take_pending(&result.attempt_id);
             state
                 .profile
                 .record_failure(event.occurred_at, signals_config);
-            if let Some(ip) = result.ip.or(pending.as_ref().map(|pending| pending.ip)) {
-                self.ips
-                    .record_failure(ip, &event.user_id, event.occurred_at);
+            let ip = result.ip.map(IpKey::from);
+            if let Some(ip) = ip.or(pending.as_ref().map(|pending| pending.ip_key)) {
+                let mark = IpMark {
+                    at: event.occurred_at,
+                    ip,
+                    failure: true,
+                };
+                self.record_mark(&mut state, &event.user_id, mark);
             }
             return Outcome::Applied;
         }
@@ -395,7 +519,7 @@ impl Engine {
         match pending.requirement {
             Requirement::Allow if pending.score < max_score => {
                 if let Some(pending) = state.pending.remove(index) {
-                    self.learn(&mut state.profile, &pending);
+                    self.learn(&mut state, &pending);
                 }
             }
             Requirement::Mfa => pending.first_factor_passed = true,
@@ -408,8 +532,8 @@ impl Engine {
         Outcome::Applied
     }
 
-    fn apply_mfa_result(&self, event: &Event, result: &MfaResult) -> Outcome {
-        let mut state = self.users.entry(event.user_id.clone()).or_default();
+    fn apply_mfa_result(&self, event: &Event, result: &MfaResult, partition: i32) -> Outcome {
+        let mut state = self.user_entry(&event.user_id, partition);
         state
             .profile
             .record_mfa(event.occurred_at, result.factor, result.passed);
@@ -424,28 +548,36 @@ impl Engine {
             .as_deref()
             .and_then(|id| state.take_pending(id));
         if let Some(pending) = pending {
-            self.learn(&mut state.profile, &pending);
+            self.learn(&mut state, &pending);
         }
         Outcome::Applied
     }
 
-    /// Teaches the user's profile and the population a verified login.
-    fn learn(&self, profile: &mut Profile, pending: &PendingAttempt) {
+    /// Teaches the user's profile, and through it the partition's population, a verified
+    /// login.
+    fn learn(&self, state: &mut UserState, pending: &PendingAttempt) {
         let facts = pending.facts();
-        profile.learn_verified(&facts, &self.config.signals);
-        self.population.learn(&AttemptFeatures::from_facts(&facts));
+        let part = self.partition(state.partition);
+        part.update_profile(&mut state.profile, |profile| {
+            profile.learn_verified(&facts, &self.config.signals);
+        });
         if let Some((field, features)) = &pending.keystroke {
-            profile.learn_keystroke(field, features, &self.config.keystroke);
+            state
+                .profile
+                .learn_keystroke(field, features, &self.config.keystroke);
         }
     }
 
-    fn apply_device(&self, event: &Event, change: &DeviceChange) -> Outcome {
-        let mut state = self.users.entry(event.user_id.clone()).or_default();
-        match (change.op, change.trusted_until) {
-            (DeviceOp::Trust, Some(until)) => state.profile.trust_device(&change.device_id, until),
-            (DeviceOp::Trust, None) => {}
-            (DeviceOp::Forget, _) => state.profile.forget_device(&change.device_id),
-        }
+    fn apply_device(&self, event: &Event, change: &DeviceChange, partition: i32) -> Outcome {
+        let mut state = self.user_entry(&event.user_id, partition);
+        let part = self.partition(state.partition);
+        part.update_profile(&mut state.profile, |profile| {
+            match (change.op, change.trusted_until) {
+                (DeviceOp::Trust, Some(until)) => profile.trust_device(&change.device_id, until),
+                (DeviceOp::Trust, None) => {}
+                (DeviceOp::Forget, _) => profile.forget_device(&change.device_id),
+            }
+        });
         Outcome::Applied
     }
 
@@ -528,13 +660,18 @@ impl Engine {
         let shadow = evaluation.shadow.iter().map(Into::into).collect();
         let requirement = evaluation.requirement;
         let mut reasons = evaluation.reasons;
+        if signals.is_some() {
+            reasons.push(risk_reason(risk));
+        }
+        // Rules fill their reasons' user messages; `risk_score` and `stale_mfa` come from the
+        // engine and get the default message of their code here.
         for reason in &mut reasons {
             if reason.signal.is_empty() {
                 reason.signal = signal_of(&reason.code).to_owned();
             }
-        }
-        if signals.is_some() {
-            reasons.push(risk_reason(risk));
+            if reason.user_message.is_empty() {
+                reason.user_message = stepup_events::reason_user_message(&reason.code).to_owned();
+            }
         }
         let factors = if requirement == Requirement::Mfa {
             evaluation.factors
@@ -601,7 +738,7 @@ fn expiry(at: DateTime<Utc>, ttl_s: u64) -> DateTime<Utc> {
     at.checked_add_signed(ttl).unwrap_or(at)
 }
 
-fn gauge_value(len: usize) -> i64 {
+pub(crate) fn gauge_value(len: usize) -> i64 {
     i64::try_from(len).unwrap_or(i64::MAX)
 }
 

@@ -10,15 +10,22 @@
 
 mod config;
 mod context;
+mod durable;
 mod engine;
 mod metrics;
+mod partition;
 mod state;
 mod store;
 
 pub use config::{ActionConfig, DecisionConfig, EngineConfig, LearningConfig};
-pub use engine::{Engine, EngineError, Outcome};
+pub use durable::{PartitionRestore, RestoreStats, STATE_FORMAT, StateError, decode_state, encode_state};
+pub use engine::{Engine, EngineError, Outcome, Position, Processed};
 pub use metrics::EngineMetrics;
-pub use state::{PendingAttempt, UserState};
+pub use state::{IpMark, PendingAttempt, UserState};
 
 #[cfg(test)]
+mod durable_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_support;

@@ -21,7 +21,7 @@ mod network;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use distance::{EARTH_MEAN_RADIUS_KM, great_circle_km};
 pub use error::GeoError;
@@ -52,7 +52,7 @@ pub struct GeoPaths {
 }
 
 /// Facts about one IP address.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GeoInfo {
     /// Estimated location, or `None` when it is unknown.
     pub location: Option<Location>,
@@ -63,7 +63,7 @@ pub struct GeoInfo {
 }
 
 /// Estimated location of an IP address.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Location {
     /// Latitude in degrees, positive north.
     pub latitude: f64,
@@ -79,7 +79,7 @@ pub struct Location {
 }
 
 /// Autonomous system of an IP address.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Asn {
     /// Autonomous system number.
     pub number: u32,
@@ -93,7 +93,7 @@ pub struct Asn {
 /// the class is a heuristic. It comes from the Anonymous-IP database when one is configured,
 /// else from the configured hosting ASNs and a built-in table of well-known operators.
 /// `Residential` means only that no other class matched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkClass {
     /// Private-use, loopback, link-local or carrier-grade NAT address.

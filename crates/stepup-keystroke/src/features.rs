@@ -118,7 +118,7 @@ impl SequenceTag {
 ///
 /// For `n` keys the vector contains `n` hold times, then `n - 1` down-down times, then `n - 1`
 /// up-down times. `Debug` prints only the key count, never the times.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Features {
     key_count: usize,
     sequence: Option<SequenceTag>,

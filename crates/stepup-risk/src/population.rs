@@ -101,6 +101,36 @@ impl Population {
         }
     }
 
+    /// Adds `change` (which may be negative) to the count of the value with `key` under
+    /// `feature`, and drops the value when its count reaches 0.
+    ///
+    /// This is the path for counts kept as the sum of user profiles (see the engine's
+    /// partition state), so it never halves: the profiles' own bounds bound the table.
+    pub fn adjust(&self, feature: Feature, key: u64, change: i64) {
+        if change == 0 {
+            return;
+        }
+        let mut table = self.table(feature).write();
+        let magnitude = change.unsigned_abs();
+        let count = table.counts.entry(key).or_insert(0);
+        let applied = if change > 0 {
+            *count = count.saturating_add(magnitude);
+            magnitude
+        } else {
+            let removed = magnitude.min(*count);
+            *count -= removed;
+            removed
+        };
+        if *count == 0 {
+            table.counts.remove(&key);
+        }
+        table.total = if change > 0 {
+            table.total.saturating_add(applied)
+        } else {
+            table.total.saturating_sub(applied)
+        };
+    }
+
     /// Returns the population count of `value`.
     pub fn count(&self, value: FeatureValue<'_>) -> u64 {
         self.lookup(value).count

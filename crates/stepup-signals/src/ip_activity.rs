@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Duration, Utc};
 use dashmap::DashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::SignalConfig;
 
@@ -24,16 +24,40 @@ pub struct IpVelocity {
     pub attempts: u32,
 }
 
+/// Pseudonymous key of one IP address: a 64-bit FNV-1a hash of the address bytes.
+///
+/// The key stands in for the address wherever per-address counts are kept or persisted, so
+/// that state written to Kafka carries no addresses. FNV output is fixed by its specification,
+/// so keys stay valid across builds. The hash is not secret: anyone can hash every IPv4
+/// address, so treat keys as pseudonymous, not anonymous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IpKey(pub u64);
+
+impl From<IpAddr> for IpKey {
+    fn from(ip: IpAddr) -> Self {
+        let bytes: Vec<u8> = match ip {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in b"ip:".iter().chain(bytes.iter()) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Self(hash)
+    }
+}
+
 /// Recent attempts and failures per IP address, shared by all users of an engine instance.
 ///
-/// Users are stored as 64-bit hashes of their ids. Each address keeps at most
+/// Addresses are stored as [`IpKey`]s and users as 64-bit hashes of their ids. Each address keeps at most
 /// `max_events_per_ip` events of each kind, so its counts saturate there. The number of
 /// addresses is bounded by `max_tracked_ips`: when a new address arrives at the bound, expired
 /// addresses are dropped and then the least recently seen tenth. Concurrent inserts may
 /// overshoot the bound by the number of threads that race.
 #[derive(Debug)]
 pub struct IpActivity {
-    entries: DashMap<IpAddr, IpWindow>,
+    entries: DashMap<IpKey, IpWindow>,
     window: Duration,
     max_tracked_ips: usize,
     max_events_per_ip: usize,
@@ -77,21 +101,21 @@ impl IpActivity {
     }
 
     /// Records a login attempt by `user_id` from `ip` at event time `at`.
-    pub fn record_attempt(&self, ip: IpAddr, user_id: &str, at: DateTime<Utc>) {
-        self.record(ip, user_id, at, EventKind::Attempt);
+    pub fn record_attempt(&self, ip: impl Into<IpKey>, user_id: &str, at: DateTime<Utc>) {
+        self.record(ip.into(), user_id, at, EventKind::Attempt);
     }
 
     /// Records a failed login by `user_id` from `ip` at event time `at`.
-    pub fn record_failure(&self, ip: IpAddr, user_id: &str, at: DateTime<Utc>) {
-        self.record(ip, user_id, at, EventKind::Failure);
+    pub fn record_failure(&self, ip: impl Into<IpKey>, user_id: &str, at: DateTime<Utc>) {
+        self.record(ip.into(), user_id, at, EventKind::Failure);
     }
 
     /// Returns the activity of `ip` in the window ending at `at`, including events at `at`.
     ///
     /// Events recorded with a later time are not counted, so the result does not depend on
     /// whether later events were already recorded.
-    pub fn snapshot(&self, ip: IpAddr, at: DateTime<Utc>) -> IpVelocity {
-        let Some(window) = self.entries.get(&ip) else {
+    pub fn snapshot(&self, ip: impl Into<IpKey>, at: DateTime<Utc>) -> IpVelocity {
+        let Some(window) = self.entries.get(&ip.into()) else {
             return IpVelocity::default();
         };
         let cutoff = at - self.window;
@@ -127,7 +151,7 @@ impl IpActivity {
         self.entries.is_empty()
     }
 
-    fn record(&self, ip: IpAddr, user_id: &str, at: DateTime<Utc>, kind: EventKind) {
+    fn record(&self, ip: IpKey, user_id: &str, at: DateTime<Utc>, kind: EventKind) {
         let user = hash_user(user_id);
         // The eviction below iterates every shard, so no entry guard may be held here.
         if !self.entries.contains_key(&ip) && self.entries.len() >= self.max_tracked_ips {
@@ -148,7 +172,7 @@ impl IpActivity {
         }
 
         let target = self.max_tracked_ips - (self.max_tracked_ips / 10).max(1);
-        let mut order: Vec<(DateTime<Utc>, IpAddr)> = self
+        let mut order: Vec<(DateTime<Utc>, IpKey)> = self
             .entries
             .iter()
             .map(|entry| (entry.last_seen, *entry.key()))

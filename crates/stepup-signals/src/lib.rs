@@ -23,10 +23,11 @@ mod user_agent;
 mod test_support;
 
 pub use config::{ConfigError, SignalConfig};
-pub use ip_activity::{IpActivity, IpVelocity};
+pub use ip_activity::{IpActivity, IpKey, IpVelocity};
 pub use keystroke::{KeystrokeOutcome, KeystrokeSignal, assess_keystroke};
 pub use profile::{
-    Feature, FeatureValue, MAX_KEYSTROKE_FIELDS, Profile, ProfileSummary, ip_prefix_hash,
+    Feature, FeatureCount, FeatureValue, MAX_KEYSTROKE_FIELDS, Profile, ProfileSummary,
+    feature_count_changes, ip_prefix_hash, ip_prefix_of,
 };
 pub use signals::{AttemptFacts, Novelty, Signals, compute_signals};
 pub use travel::TravelSignal;

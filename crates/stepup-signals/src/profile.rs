@@ -136,6 +136,57 @@ pub enum Feature {
     Device,
 }
 
+/// The count of one feature value in a profile; see [`Profile::feature_counts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeatureCount {
+    /// Feature of the value.
+    pub feature: Feature,
+    /// [`FeatureValue::key`] of the value.
+    pub key: u64,
+    /// Remembered verified logins with the value.
+    pub count: u64,
+}
+
+/// Returns the changes that turn the counts `before` into `after`, as (feature, key, change),
+/// for two outputs of [`Profile::feature_counts`]. Unchanged values are left out.
+pub fn feature_count_changes(
+    before: &[FeatureCount],
+    after: &[FeatureCount],
+) -> Vec<(Feature, u64, i64)> {
+    use std::cmp::Ordering;
+    let signed = |count: u64| i64::try_from(count).unwrap_or(i64::MAX);
+    let mut changes = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < before.len() || j < after.len() {
+        let order = match (before.get(i), after.get(j)) {
+            (Some(a), Some(b)) => (a.feature, a.key).cmp(&(b.feature, b.key)),
+            (Some(_), None) => Ordering::Less,
+            (None, _) => Ordering::Greater,
+        };
+        match order {
+            Ordering::Less => {
+                let gone = before[i];
+                changes.push((gone.feature, gone.key, -signed(gone.count)));
+                i += 1;
+            }
+            Ordering::Greater => {
+                let added = after[j];
+                changes.push((added.feature, added.key, signed(added.count)));
+                j += 1;
+            }
+            Ordering::Equal => {
+                let (a, b) = (before[i], after[j]);
+                if a.count != b.count {
+                    changes.push((a.feature, a.key, signed(b.count) - signed(a.count)));
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    changes
+}
+
 /// The value of one [`Feature`] in a login, borrowed from the attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FeatureValue<'a> {
@@ -184,6 +235,23 @@ pub fn ip_prefix_hash(ip: IpAddr) -> u64 {
         IpAddr::V6(v6) => {
             let octets = v6.octets();
             fnv1a(&[&[6], &octets[..6]])
+        }
+    }
+}
+
+/// Returns `ip` with its host part zeroed: the /24 network of an IPv4 address (IPv4-mapped
+/// IPv6 included) or the /48 of an IPv6 address. [`ip_prefix_hash`] gives the same hash for
+/// the prefix as for the address, so state that keeps only the prefix learns the same.
+pub fn ip_prefix_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => {
+            let mut octets = [0u8; 16];
+            octets[..6].copy_from_slice(&v6.octets()[..6]);
+            IpAddr::from(octets)
         }
     }
 }
@@ -452,6 +520,55 @@ impl Profile {
                 with_device + self.logins_without_device()
             }
         }
+    }
+
+    /// Returns every remembered feature value with its count, as (feature, [`FeatureValue::key`],
+    /// count), sorted by feature and key. Values with count 0 are left out.
+    ///
+    /// The engine sums these over the users of a partition to get the population counts, so
+    /// that the population is a function of the profiles alone and can be rebuilt from them.
+    pub fn feature_counts(&self) -> Vec<FeatureCount> {
+        let mut counts = Vec::with_capacity(self.feature_value_capacity());
+        let mut push = |value: FeatureValue<'_>, count: u64| {
+            if count > 0 {
+                counts.push(FeatureCount {
+                    feature: value.feature(),
+                    key: value.key(),
+                    count,
+                });
+            }
+        };
+        for (hash, stat) in &self.ip_prefixes {
+            push(FeatureValue::IpPrefix(*hash), stat.count);
+        }
+        for (number, stat) in &self.asns {
+            push(FeatureValue::Asn(*number), stat.count);
+        }
+        for (country, stat) in &self.countries {
+            push(FeatureValue::Country(country), stat.count);
+        }
+        for (browser, stat) in &self.browsers {
+            push(FeatureValue::Browser(browser), stat.count);
+        }
+        for (os, stat) in &self.oses {
+            push(FeatureValue::Os(os), stat.count);
+        }
+        for (id, device) in &self.devices {
+            push(FeatureValue::Device(Some(id)), device.logins);
+        }
+        push(FeatureValue::Device(None), self.logins_without_device());
+        counts.sort_unstable_by_key(|count| (count.feature, count.key));
+        counts
+    }
+
+    fn feature_value_capacity(&self) -> usize {
+        self.ip_prefixes.len()
+            + self.asns.len()
+            + self.countries.len()
+            + self.browsers.len()
+            + self.oses.len()
+            + self.devices.len()
+            + 1
     }
 
     fn logins_without_device(&self) -> u64 {
