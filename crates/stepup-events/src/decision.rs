@@ -92,6 +92,10 @@ pub struct Reason {
     pub rule_version: String,
     /// Message for analysts; may name places and values, never raw IPs or secrets.
     pub message: String,
+    /// Sentence safe to show the end user: no scores, rule names, IPs or places finer than
+    /// a country. Reasons written before this field existed read as empty.
+    #[serde(default)]
+    pub user_message: String,
     /// Inputs that triggered the reason, as display strings.
     pub values: BTreeMap<String, String>,
 }
@@ -155,6 +159,82 @@ pub fn user_message(requirement: Requirement) -> &'static str {
     }
 }
 
+/// End-user message of a reason whose code [`REASON_USER_MESSAGES`] does not list.
+pub const GENERIC_REASON_USER_MESSAGE: &str = "We're taking extra steps to protect your account.";
+
+/// End-user message of every reason code the shipped rules, the policy and the engine give,
+/// as `(code, message)`.
+///
+/// Each message names the kind of thing that looked unusual, never by how much or where, so it
+/// does not help an attacker tune an attempt. No message contains a score, threshold, count,
+/// rule name, IP address, network or place.
+pub const REASON_USER_MESSAGES: [(&str, &str); 16] = [
+    (
+        "user_failure_velocity_blocked",
+        "There were too many unsuccessful attempts to sign in to your account.",
+    ),
+    (
+        "user_failure_velocity",
+        "There were several unsuccessful attempts to sign in to your account.",
+    ),
+    (
+        "password_spraying_blocked",
+        "We noticed unusual sign-in activity.",
+    ),
+    ("password_spraying", "We noticed unusual sign-in activity."),
+    (
+        "admin_requires_webauthn",
+        "Administrator accounts must confirm sign-ins with a security key or passkey.",
+    ),
+    (
+        "impossible_travel",
+        "We noticed a sign-in from an unexpected location.",
+    ),
+    (
+        "keystroke_mismatch",
+        "This sign-in looks different from your usual ones.",
+    ),
+    (
+        "new_device_from_hosting",
+        "We noticed a sign-in from a new device.",
+    ),
+    ("new_country", "We noticed a sign-in from a new location."),
+    (
+        "high_risk_score",
+        "This sign-in looks unusual for your account.",
+    ),
+    (
+        "sensitive_action_recent_mfa",
+        "For this change, please confirm it's you again.",
+    ),
+    (
+        "unusual_hour_new_browser",
+        "We noticed a sign-in from a new browser.",
+    ),
+    (
+        "risk_score",
+        "We check every sign-in to keep your account safe.",
+    ),
+    (
+        "stale_mfa",
+        "For this change, please confirm it's you again.",
+    ),
+    ("rule_error", GENERIC_REASON_USER_MESSAGE),
+    (
+        "factor_conflict",
+        "Please confirm it's you with a security key or passkey.",
+    ),
+];
+
+/// Returns the end-user message of a reason code, or [`GENERIC_REASON_USER_MESSAGE`] for a code
+/// that [`REASON_USER_MESSAGES`] does not list.
+pub fn reason_user_message(code: &str) -> &'static str {
+    REASON_USER_MESSAGES
+        .iter()
+        .find(|(known, _)| *known == code)
+        .map_or(GENERIC_REASON_USER_MESSAGE, |(_, message)| message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +253,76 @@ mod tests {
         "decided_at": "2026-03-02T09:15:00Z",
         "expires_at": "2026-03-02T09:20:00Z"
     }"#;
+
+    #[test]
+    fn reason_without_user_message_still_parses() {
+        let json = r#"{"code": "new_country", "signal": "geo", "rule_id": "new_country",
+            "rule_version": "1", "message": "first login from this country", "values": {}}"#;
+
+        let reason: Reason = serde_json::from_str(json).unwrap();
+
+        assert_eq!(reason.code, "new_country");
+        assert_eq!(reason.user_message, "");
+    }
+
+    #[test]
+    fn reason_user_message_round_trips() {
+        let reason = Reason {
+            code: "new_country".into(),
+            user_message: reason_user_message("new_country").into(),
+            ..Reason::default()
+        };
+
+        let json = serde_json::to_value(&reason).unwrap();
+        assert_eq!(
+            json["user_message"],
+            "We noticed a sign-in from a new location."
+        );
+        let back: Reason = serde_json::from_value(json).unwrap();
+        assert_eq!(back, reason);
+    }
+
+    #[test]
+    fn known_codes_have_their_own_user_message() {
+        for (code, message) in REASON_USER_MESSAGES {
+            assert_eq!(reason_user_message(code), message, "{code}");
+        }
+        assert_eq!(
+            reason_user_message("impossible_travel"),
+            "We noticed a sign-in from an unexpected location."
+        );
+    }
+
+    #[test]
+    fn unknown_code_gets_generic_user_message() {
+        assert_eq!(
+            reason_user_message("custom_rule_code"),
+            GENERIC_REASON_USER_MESSAGE
+        );
+        assert_eq!(reason_user_message(""), GENERIC_REASON_USER_MESSAGE);
+    }
+
+    #[test]
+    fn reason_user_messages_are_short_safe_sentences() {
+        let mut codes: Vec<&str> = REASON_USER_MESSAGES.iter().map(|(code, _)| *code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(
+            codes.len(),
+            REASON_USER_MESSAGES.len(),
+            "a code is listed twice"
+        );
+
+        for (code, message) in REASON_USER_MESSAGES {
+            assert!(message.ends_with('.'), "{code}: {message}");
+            assert!(message.len() <= 100, "{code}: {message}");
+            assert!(
+                !message.chars().any(|c| c.is_ascii_digit()),
+                "{code} names a number: {message}"
+            );
+            assert!(!message.contains(code), "{code} names its code: {message}");
+        }
+    }
 
     #[test]
     fn decision_without_shadow_still_parses() {

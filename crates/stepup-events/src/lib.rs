@@ -10,7 +10,10 @@ mod decision;
 mod event;
 mod parse;
 
-pub use decision::{Decision, Reason, Requirement, RiskLevel, ShadowVerdict, user_message};
+pub use decision::{
+    Decision, GENERIC_REASON_USER_MESSAGE, REASON_USER_MESSAGES, Reason, Requirement, RiskLevel,
+    ShadowVerdict, reason_user_message, user_message,
+};
 pub use event::{
     Action, Attributes, DeviceChange, DeviceOp, Event, EventBody, EventKind, Factor, KeyTiming,
     KeystrokeCapture, LoginAttempt, LoginResult, MfaResult, SCHEMA_VERSION,
