@@ -7,9 +7,10 @@
 //! records the conflict.
 
 use serde::Serialize;
-use stepup_events::{Factor, Reason, Requirement};
+use stepup_events::{Factor, Reason, Requirement, reason_user_message};
 
 use crate::meta::{RuleMeta, RuleMode};
+use crate::policy::RULE_ERROR_CODE;
 use crate::sandbox::Verdict;
 
 /// Reason code added when the live `mfa` verdicts share no factor.
@@ -127,13 +128,23 @@ pub(crate) fn combine(live: &[RuleVerdict<'_>], default_factors: &[Factor]) -> C
 }
 
 /// Builds the reason a rule's verdict gives, with the rule's id and version.
+///
+/// The end-user message is the rule's `user_message` header, or the default message of the
+/// code when the rule has none. A `rule_error` reason always gets the default message, because
+/// the rule's own text describes a verdict the rule did not reach.
 pub(crate) fn reason(rule: &RuleVerdict<'_>) -> Reason {
+    let code = &rule.verdict.code;
+    let user_message = match &rule.meta.user_message {
+        Some(message) if code != RULE_ERROR_CODE => message.as_str(),
+        _ => reason_user_message(code),
+    };
     Reason {
-        code: rule.verdict.code.clone(),
+        code: code.clone(),
         signal: rule.verdict.signal.clone(),
         rule_id: rule.meta.id.clone(),
         rule_version: rule.meta.version.clone(),
         message: rule.verdict.message.clone(),
+        user_message: user_message.to_string(),
         values: rule.verdict.values.clone(),
     }
 }
@@ -180,6 +191,7 @@ fn conflict_reason(mfa_rules: &[&RuleVerdict<'_>], default_factors: &[Factor]) -
             "the mfa rules allow no factor in common, so only {} (the strongest) is allowed",
             CONFLICT_FALLBACK.as_str()
         ),
+        user_message: reason_user_message(FACTOR_CONFLICT_CODE).to_string(),
         values,
         ..Reason::default()
     }
@@ -204,6 +216,7 @@ mod tests {
             owner: String::new(),
             mode: RuleMode::Live,
             priority: 0,
+            user_message: None,
             path: PathBuf::from(format!("{id}.rhai")),
         }
     }
@@ -291,6 +304,63 @@ mod tests {
         assert_eq!(conflict.values["a"], "sms");
         assert_eq!(conflict.values["b"], "totp");
         assert_eq!(combined.reasons.len(), 3);
+    }
+
+    #[test]
+    fn reason_gets_default_user_message_of_code() {
+        let mut new_country = verdict(Requirement::Mfa, None);
+        new_country.code = "new_country".to_string();
+
+        let combined = combine_all(vec![
+            ("new_country", new_country),
+            ("custom", verdict(Requirement::Mfa, None)),
+        ]);
+
+        assert_eq!(
+            combined.reasons[0].user_message,
+            reason_user_message("new_country")
+        );
+        assert_eq!(
+            combined.reasons[1].user_message,
+            stepup_events::GENERIC_REASON_USER_MESSAGE
+        );
+    }
+
+    #[test]
+    fn rule_user_message_overrides_default() {
+        let mut rule = meta("new_country");
+        rule.user_message = Some("Please confirm this sign-in.".to_string());
+        let mut new_country = verdict(Requirement::Mfa, None);
+        new_country.code = "new_country".to_string();
+        let mut failed = verdict(Requirement::Mfa, None);
+        failed.code = RULE_ERROR_CODE.to_string();
+
+        let given = reason(&RuleVerdict {
+            meta: &rule,
+            verdict: new_country,
+        });
+        let error = reason(&RuleVerdict {
+            meta: &rule,
+            verdict: failed,
+        });
+
+        assert_eq!(given.user_message, "Please confirm this sign-in.");
+        assert_eq!(error.user_message, reason_user_message(RULE_ERROR_CODE));
+    }
+
+    #[test]
+    fn factor_conflict_has_user_message() {
+        let combined = combine_all(vec![
+            ("a", verdict(Requirement::Mfa, Some(vec![Factor::Sms]))),
+            ("b", verdict(Requirement::Mfa, Some(vec![Factor::Totp]))),
+        ]);
+
+        let conflict = combined.reasons.last().unwrap();
+        assert_eq!(
+            conflict.user_message,
+            reason_user_message(FACTOR_CONFLICT_CODE)
+        );
+        assert!(!conflict.user_message.is_empty());
     }
 
     fn requirement_strategy() -> impl Strategy<Value = Requirement> {

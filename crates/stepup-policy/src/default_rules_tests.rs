@@ -6,10 +6,11 @@
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use stepup_events::{Factor, Requirement};
+use stepup_events::{Factor, REASON_USER_MESSAGES, Requirement, reason_user_message};
 
 use crate::{
-    CASES_DIR, Evaluation, Policy, PolicyConfig, RuleMode, RuleSet, load_cases, run_cases,
+    CASES_DIR, Evaluation, FACTOR_CONFLICT_CODE, Policy, PolicyConfig, RULE_ERROR_CODE, RuleMode,
+    RuleSet, load_cases, run_cases,
 };
 
 const SHIPPED_RULES: [&str; 10] = [
@@ -321,6 +322,11 @@ fn impossible_travel_asks_for_mfa_with_values() {
     assert_eq!(reason.values["distance_km"], "16090");
     assert_eq!(reason.values["min_speed_kmh"], "16010");
     assert_eq!(reason.values["elapsed_s"], "3600");
+    assert_eq!(reason.values["confidence"], "0.8");
+    assert_eq!(
+        reason.user_message,
+        "We noticed a sign-in from an unexpected location."
+    );
     assert!(
         reason.message.contains("60 min earlier"),
         "{}",
@@ -481,6 +487,37 @@ fn shadow_rule_is_reported_but_not_enforced() {
     let reason = shadow.reason.as_ref().unwrap();
     assert_eq!(reason.code, SHADOW_RULE);
     assert_eq!(reason.values["browser"], "Firefox");
+}
+
+#[test]
+fn shipped_reason_codes_have_own_user_message() {
+    let blocked = ["user_failure_velocity_blocked", "password_spraying_blocked"];
+    let policy_codes = [RULE_ERROR_CODE, FACTOR_CONFLICT_CODE];
+    let codes = SHIPPED_RULES.iter().chain(&blocked).chain(&policy_codes);
+
+    for code in codes {
+        assert!(
+            REASON_USER_MESSAGES.iter().any(|(known, _)| known == code),
+            "`{code}` has no entry in REASON_USER_MESSAGES"
+        );
+    }
+}
+
+#[test]
+fn shipped_rules_fill_user_message() {
+    let mut context = benign();
+    context["signals"]["user_failures"] = json!(20);
+    context["signals"]["novelty"]["trusted_device"] = json!(false);
+
+    let evaluation = evaluate(&context);
+
+    assert_decided_by(&evaluation, Requirement::Deny, "user_failure_velocity");
+    let reason = &evaluation.reasons[0];
+    assert_eq!(reason.code, "user_failure_velocity_blocked");
+    assert_eq!(
+        reason.user_message,
+        reason_user_message("user_failure_velocity_blocked")
+    );
 }
 
 #[test]

@@ -29,7 +29,9 @@
 //!
 //! All six header keys are required. `id` is snake_case and equals the file stem, `mode` is
 //! `live` or `shadow`, and `priority` is an integer: higher runs first, and ties run by id.
-//! `version`, `description` and `owner` are free text.
+//! `version`, `description` and `owner` are free text. An optional `user_message` key sets
+//! the sentence shown to the end user for every reason the rule gives. Without it, a reason gets
+//! the default message of its code from [`stepup_events::reason_user_message`].
 //!
 //! The rule reads the constants `event`, `signals`, `risk` and `profile`, and its value is its
 //! verdict: `()` for no opinion, or one of

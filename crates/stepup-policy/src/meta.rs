@@ -3,7 +3,8 @@
 //! A header is the run of lines starting with `//!` at the top of the file (blank lines before
 //! it are skipped). Each non-empty header line is `key: value`. Required keys: `id` (equal to
 //! the file stem, snake_case), `version`, `description`, `owner`, `mode` (`live` or `shadow`)
-//! and `priority` (an integer, higher runs first).
+//! and `priority` (an integer, higher runs first). Optional key: `user_message`, the sentence
+//! shown to the end user for every reason the rule gives.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,12 @@ use crate::PolicyError;
 
 /// Keys a header must contain, in the order the docs list them.
 const KEYS: [&str; 6] = ["id", "version", "description", "owner", "mode", "priority"];
+
+/// Keys a header may contain.
+const OPTIONAL_KEYS: [&str; 1] = ["user_message"];
+
+/// Maximum length of a `user_message`, in characters: one or two short sentences.
+const MAX_USER_MESSAGE_CHARS: usize = 200;
 
 /// Whether a rule's verdict is enforced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -40,6 +47,10 @@ pub struct RuleMeta {
     pub mode: RuleMode,
     /// Evaluation and reason order: higher first, ties broken by id.
     pub priority: i64,
+    /// End-user message for every reason the rule gives, from the optional `user_message` key.
+    /// Without it, a reason gets the default message of its code
+    /// ([`stepup_events::reason_user_message`]).
+    pub user_message: Option<String>,
     /// File the rule was loaded from (the bare file name for in-memory sources).
     pub path: PathBuf,
 }
@@ -74,6 +85,7 @@ impl RuleMeta {
             owner: field("owner")?.to_string(),
             mode: parse_mode(file, field("mode")?)?,
             priority: parse_priority(file, field("priority")?)?,
+            user_message: parse_user_message(file, fields.get("user_message").copied())?,
             path: path.to_path_buf(),
         })
     }
@@ -103,13 +115,14 @@ fn header_fields<'t>(file: &str, text: &'t str) -> Result<BTreeMap<&'t str, &'t 
         };
 
         let key = key.trim();
-        if !KEYS.contains(&key) {
+        if !KEYS.contains(&key) && !OPTIONAL_KEYS.contains(&key) {
             return Err(metadata_error(
                 file,
                 key,
                 format!(
-                    "unknown key on line {line_number}; use one of {}",
-                    KEYS.join(", ")
+                    "unknown key on line {line_number}; use one of {}, {}",
+                    KEYS.join(", "),
+                    OPTIONAL_KEYS.join(", ")
                 ),
             ));
         }
@@ -194,6 +207,31 @@ fn parse_priority(file: &str, value: &str) -> Result<i64, PolicyError> {
     })
 }
 
+/// Checks the optional `user_message`: when present it must be non-empty and short.
+fn parse_user_message(file: &str, value: Option<&str>) -> Result<Option<String>, PolicyError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if value.is_empty() {
+        return Err(metadata_error(
+            file,
+            "user_message",
+            "empty; write a sentence for the end user or remove the line to use the default \
+             message of the reason code"
+                .to_string(),
+        ));
+    }
+    let length = value.chars().count();
+    if length > MAX_USER_MESSAGE_CHARS {
+        return Err(metadata_error(
+            file,
+            "user_message",
+            format!("{length} characters long; shorten it to at most {MAX_USER_MESSAGE_CHARS}"),
+        ));
+    }
+    Ok(Some(value.to_string()))
+}
+
 /// Returns whether `text` is non-empty and made of `a-z`, `0-9` and `_` only.
 pub(crate) fn is_snake_case(text: &str) -> bool {
     !text.is_empty()
@@ -242,7 +280,40 @@ mod tests {
         assert_eq!(meta.owner, "security@example.com");
         assert_eq!(meta.mode, RuleMode::Shadow);
         assert_eq!(meta.priority, -5);
+        assert_eq!(meta.user_message, None);
         assert_eq!(meta.path, PathBuf::from("new_country.rhai"));
+    }
+
+    #[test]
+    fn user_message_is_optional_and_read() {
+        let text = format!("{HEADER}//! user_message: We noticed a sign-in from a new place.\n");
+
+        let meta = parse("new_country.rhai", &text).unwrap();
+
+        assert_eq!(
+            meta.user_message.as_deref(),
+            Some("We noticed a sign-in from a new place.")
+        );
+    }
+
+    #[test]
+    fn empty_user_message_is_rejected() {
+        let text = format!("{HEADER}//! user_message:\n");
+
+        let error = parse("new_country.rhai", &text).unwrap_err();
+
+        assert!(error.to_string().contains("remove the line"), "{error}");
+        assert_eq!(metadata_key(error), "user_message");
+    }
+
+    #[test]
+    fn long_user_message_is_rejected() {
+        let text = format!("{HEADER}//! user_message: {}\n", "a".repeat(201));
+
+        let error = parse("new_country.rhai", &text).unwrap_err();
+
+        assert!(error.to_string().contains("201 characters long"), "{error}");
+        assert_eq!(metadata_key(error), "user_message");
     }
 
     #[test]

@@ -63,6 +63,32 @@ fn live_rules_decide_and_fill_reasons() {
 }
 
 #[test]
+fn user_message_header_fills_reasons() {
+    let header = "//! user_message: Please confirm this sign-in.\n";
+    let (file, text) = rule("failures", "live", 20, r#"mfa("failures", "3 failures")"#);
+    let (shadow_file, shadow_text) = rule("candidate", "shadow", 10, r#"mfa("candidate", "x")"#);
+    let policy = policy(&[
+        (
+            file,
+            text.replacen("//! priority", &format!("{header}//! priority"), 1),
+        ),
+        (shadow_file, shadow_text),
+    ]);
+
+    let evaluation = policy.evaluate(&context());
+
+    assert_eq!(
+        evaluation.reasons[0].user_message,
+        "Please confirm this sign-in."
+    );
+    let shadow_reason = evaluation.shadow[0].reason.as_ref().unwrap();
+    assert_eq!(
+        shadow_reason.user_message,
+        stepup_events::GENERIC_REASON_USER_MESSAGE
+    );
+}
+
+#[test]
 fn no_opinion_allows_without_reasons() {
     let policy = policy(&[rule("quiet", "live", 1, "()")]);
 
