@@ -183,6 +183,7 @@ pub fn decision_to_proto(decision: &Decision) -> pb::Decision {
                 rule_version: reason.rule_version.clone(),
                 message: reason.message.clone(),
                 values: reason.values.clone().into_iter().collect(),
+                user_message: reason.user_message.clone(),
             })
             .collect(),
         user_message: decision.user_message.clone(),
@@ -311,5 +312,45 @@ mod tests {
         };
         let err = action_to_event(request, Utc::now()).unwrap_err();
         assert!(err.to_string().contains("`action`"));
+    }
+
+    #[test]
+    fn decision_reasons_keep_user_message() {
+        let at: DateTime<Utc> = "2026-03-02T09:15:00Z".parse().unwrap();
+        let reason = stepup_events::Reason {
+            code: "impossible_travel".into(),
+            signal: "travel".into(),
+            rule_id: "impossible_travel".into(),
+            rule_version: "1".into(),
+            message: "login from Sydney, AU, 16993 km from London, GB 45 min earlier".into(),
+            user_message: "We noticed a sign-in from an unexpected location.".into(),
+            values: BTreeMap::from([("distance_km".to_string(), "16993".to_string())]),
+        };
+        let decision = Decision {
+            event_id: "e1".into(),
+            user_id: "alice".into(),
+            requirement: Requirement::Mfa,
+            factors: vec![Factor::Webauthn],
+            risk_score: 0.9,
+            risk_level: RiskLevel::Critical,
+            reasons: vec![reason],
+            user_message: stepup_events::user_message(Requirement::Mfa).into(),
+            remember_device_ttl_s: 0,
+            rule_set_version: "0123456789ab".into(),
+            decided_at: at,
+            expires_at: at,
+            shadow: Vec::new(),
+        };
+
+        let proto = decision_to_proto(&decision);
+
+        let reason = &proto.reasons[0];
+        assert_eq!(reason.code, "impossible_travel");
+        assert_eq!(
+            reason.user_message,
+            "We noticed a sign-in from an unexpected location."
+        );
+        assert_eq!(reason.message, decision.reasons[0].message);
+        assert_eq!(reason.values["distance_km"], "16993");
     }
 }

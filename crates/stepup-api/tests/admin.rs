@@ -233,6 +233,58 @@ async fn right_token_reloads_and_decisions_follow() {
 }
 
 #[tokio::test]
+async fn shadow_rule_promoted_by_reload_decides() {
+    let server = start(Some(TOKEN)).await;
+    let authorization = format!("Bearer {TOKEN}");
+    let shadow = rule("candidate", "shadow", r#"mfa("candidate_code", "always")"#).replace(
+        "//! priority",
+        "//! user_message: Please confirm this sign-in.\n//! priority",
+    );
+    write(server.dir.path(), "candidate.rhai", &shadow);
+    reload(&server, Some(&authorization)).await.unwrap();
+
+    let shadowed = assess(&server, "evt-1").await;
+    assert_eq!(shadowed.requirement, pb::Requirement::Allow as i32);
+    assert_eq!(shadowed.shadow.len(), 1);
+    assert_eq!(shadowed.shadow[0].reason_code, "candidate_code");
+    let codes: Vec<&str> = shadowed.reasons.iter().map(|r| r.code.as_str()).collect();
+    assert_eq!(codes, ["risk_score"]);
+
+    let live = shadow
+        .replace("mode: shadow", "mode: live")
+        .replace("version: 1", "version: 2");
+    write(server.dir.path(), "candidate.rhai", &live);
+    let response = reload(&server, Some(&authorization)).await.unwrap();
+    assert!(response.changed);
+    assert_eq!(response.rules[0].mode, "live");
+
+    let promoted = assess(&server, "evt-2").await;
+    assert_eq!(promoted.rule_set_version, response.version);
+    assert_eq!(promoted.requirement, pb::Requirement::Mfa as i32);
+    assert!(promoted.shadow.is_empty());
+    let reason = &promoted.reasons[0];
+    assert_eq!(reason.code, "candidate_code");
+    assert_eq!(reason.rule_version, "2");
+    assert_eq!(reason.user_message, "Please confirm this sign-in.");
+    let risk = promoted.reasons.last().unwrap();
+    assert_eq!(risk.code, "risk_score");
+    assert_eq!(
+        risk.user_message,
+        stepup_events::reason_user_message("risk_score")
+    );
+
+    let metrics = exposition(&server.registry);
+    assert!(
+        metrics.contains("stepup_shadow_decisions_total{requirement=\"mfa\",rule=\"candidate\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stepup_decisions_total{requirement=\"mfa\",rule=\"candidate\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn rejected_reload_keeps_serving_version() {
     let server = start(Some(TOKEN)).await;
     let before = assess(&server, "evt-1").await.rule_set_version;
