@@ -21,6 +21,7 @@ pub async fn await_decision(client: &mut StepUpClient<Channel>, event_id: &str) 
     let request = AwaitDecisionRequest {
         event_id: event_id.to_owned(),
         timeout_ms: u32::try_from(WAIT.as_millis()).expect("WAIT fits in u32 milliseconds"),
+        user_id: String::new(),
     };
     match client.await_decision(request).await {
         Ok(response) => response.into_inner(),

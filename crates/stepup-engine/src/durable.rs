@@ -118,7 +118,9 @@ impl Engine {
         self.partitions.remove(&partition);
         let dropped = before.saturating_sub(self.users.len());
         self.metrics.profiles.set(gauge_value(self.users.len()));
-        self.metrics.tracked_ips.set(gauge_value(self.tracked_ips()));
+        self.metrics
+            .tracked_ips
+            .set(gauge_value(self.tracked_ips()));
         dropped
     }
 }
@@ -167,7 +169,10 @@ impl PartitionRestore<'_> {
             engine.users.insert(user_id, state);
         }
         engine.metrics.profiles.set(gauge_value(engine.users.len()));
-        engine.metrics.tracked_ips.set(gauge_value(engine.tracked_ips()));
+        engine
+            .metrics
+            .tracked_ips
+            .set(gauge_value(engine.tracked_ips()));
         stats
     }
 }

@@ -14,11 +14,19 @@ const PARTITIONS: i32 = 3;
 /// some attempts fail and some pass MFA, so profiles, population counts and IP activity all
 /// change.
 fn stream(users: usize, rounds: usize) -> Vec<(Event, Position)> {
-    let ips = [LONDON, MILTON_US, "2.125.160.216", "89.160.20.112", "81.2.69.160"];
+    let ips = [
+        LONDON,
+        MILTON_US,
+        "2.125.160.216",
+        "89.160.20.112",
+        "81.2.69.160",
+    ];
     let mut next_offset = [0i64; PARTITIONS as usize];
     let mut seed: u64 = 0x5eed;
     let mut random = move |bound: u64| {
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (seed >> 33) % bound
     };
     let mut events = Vec::new();
@@ -34,12 +42,30 @@ fn stream(users: usize, rounds: usize) -> Vec<(Event, Position)> {
             let mut push = |event: Event| {
                 let offset = next_offset[partition as usize];
                 next_offset[partition as usize] += 1;
-                events.push((event, Position { partition, offset: Some(offset) }));
+                events.push((
+                    event,
+                    Position {
+                        partition,
+                        offset: Some(offset),
+                    },
+                ));
             };
             push(attempt(&format!("{id}-a"), &user, minutes, ip, &device));
-            push(result(&format!("{id}-r"), &user, minutes, &format!("{id}-a"), success));
+            push(result(
+                &format!("{id}-r"),
+                &user,
+                minutes,
+                &format!("{id}-a"),
+                success,
+            ));
             if success && random(3) == 0 {
-                push(mfa(&format!("{id}-m"), &user, minutes, Some(&format!("{id}-a")), true));
+                push(mfa(
+                    &format!("{id}-m"),
+                    &user,
+                    minutes,
+                    Some(&format!("{id}-a")),
+                    true,
+                ));
             }
         }
     }
@@ -95,7 +121,12 @@ fn state_round_trips_through_changelog_value() {
 
 #[test]
 fn rejects_unknown_format_and_empty_value() {
-    assert!(decode_state(&[]).unwrap_err().to_string().contains("tombstone"));
+    assert!(
+        decode_state(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("tombstone")
+    );
     let error = decode_state(&[9, 1, 2]).unwrap_err().to_string();
     assert!(error.contains("format 9"), "{error}");
 }
@@ -108,7 +139,10 @@ fn redelivered_events_change_nothing() {
     let (twice, _) = engine();
     for (event, position) in &events {
         twice.process_at(event, *position);
-        assert!(matches!(twice.process_at(event, *position), Outcome::Duplicate));
+        assert!(matches!(
+            twice.process_at(event, *position),
+            Outcome::Duplicate
+        ));
     }
     assert_eq!(states(&once), states(&twice));
 }
@@ -152,12 +186,19 @@ fn restored_engine_continues_like_an_uninterrupted_one() {
     let mut decisions = run(&restarted, &events[redelivered..]);
     for (event, position) in &events[redelivered..cut] {
         let id = &event.event_id;
-        assert!(!decisions.contains_key(id), "{id} at {position:?} was decided again");
+        assert!(
+            !decisions.contains_key(id),
+            "{id} at {position:?} was decided again"
+        );
     }
     decisions.extend(
         expected
             .iter()
-            .filter(|(id, _)| events[..redelivered].iter().any(|(e, _)| &e.event_id == *id))
+            .filter(|(id, _)| {
+                events[..redelivered]
+                    .iter()
+                    .any(|(e, _)| &e.event_id == *id)
+            })
             .map(|(id, decision)| (id.clone(), decision.clone())),
     );
     assert_eq!(states(&uninterrupted), states(&restarted));
@@ -165,7 +206,11 @@ fn restored_engine_continues_like_an_uninterrupted_one() {
         .keys()
         .filter(|id| events[cut..].iter().any(|(e, _)| &e.event_id == *id))
         .collect();
-    assert!(decided_after.len() > 50, "only {} decisions", decided_after.len());
+    assert!(
+        decided_after.len() > 50,
+        "only {} decisions",
+        decided_after.len()
+    );
     for id in decided_after {
         assert_eq!(expected[id], decisions[id], "decision on {id}");
     }
@@ -177,7 +222,11 @@ fn partition_state_does_not_depend_on_other_partitions() {
     let (all, _) = engine();
     let expected = run(&all, &events);
     let (one, _) = engine();
-    let only_one: Vec<_> = events.iter().filter(|(_, p)| p.partition == 1).cloned().collect();
+    let only_one: Vec<_> = events
+        .iter()
+        .filter(|(_, p)| p.partition == 1)
+        .cloned()
+        .collect();
     let decisions = run(&one, &only_one);
     assert!(!decisions.is_empty());
     for (id, decision) in decisions {

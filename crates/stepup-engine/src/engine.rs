@@ -186,13 +186,9 @@ impl Engine {
         } else {
             let partition = position.partition;
             let outcome = match &event.body {
-                EventBody::LoginAttempt(attempt) => {
-                    self.process_attempt(event, attempt, partition)
-                }
+                EventBody::LoginAttempt(attempt) => self.process_attempt(event, attempt, partition),
                 EventBody::Action(action) => self.process_action(event, action),
-                EventBody::LoginResult(result) => {
-                    self.apply_login_result(event, result, partition)
-                }
+                EventBody::LoginResult(result) => self.apply_login_result(event, result, partition),
                 EventBody::MfaResult(result) => self.apply_mfa_result(event, result, partition),
                 EventBody::Device(change) => self.apply_device(event, change, partition),
             };
@@ -222,7 +218,10 @@ impl Engine {
     /// The attempt is scored in the partition that holds the user, or partition 0 for a user
     /// the engine does not know; see [`Engine::assess_in`].
     pub fn assess(&self, event: &Event) -> Result<Arc<Decision>, EngineError> {
-        let partition = self.users.get(&event.user_id).map_or(0, |state| state.partition);
+        let partition = self
+            .users
+            .get(&event.user_id)
+            .map_or(0, |state| state.partition);
         self.assess_in(event, partition)
     }
 
@@ -305,7 +304,10 @@ impl Engine {
     }
 
     pub(crate) fn new_partition(&self) -> PartitionState {
-        PartitionState::new(&self.config.signals, self.config.risk.max_values_per_feature)
+        PartitionState::new(
+            &self.config.signals,
+            self.config.risk.max_values_per_feature,
+        )
     }
 
     /// Returns the user's state for a change, creating it in `partition` if it is new. A user
@@ -378,8 +380,7 @@ impl Engine {
             device_id: attempt.device_id.as_deref(),
         };
         let part = self.partition(partition);
-        let (signals, summary, risk, keystroke) =
-            self.score_attempt(event, attempt, &facts, &part);
+        let (signals, summary, risk, keystroke) = self.score_attempt(event, attempt, &facts, &part);
         self.metrics.risk_score.observe(risk.score);
 
         let mut view = EventView::new(event, geo.network.as_str(), Some(&user_agent));
@@ -484,7 +485,9 @@ impl Engine {
         let signals = &self.config.signals;
         state.push_ip_mark(mark, ip_window(signals), signals.max_events_per_ip);
         self.partition(state.partition).record_mark(user_id, mark);
-        self.metrics.tracked_ips.set(gauge_value(self.tracked_ips()));
+        self.metrics
+            .tracked_ips
+            .set(gauge_value(self.tracked_ips()));
     }
 
     fn apply_login_result(&self, event: &Event, result: &LoginResult, partition: i32) -> Outcome {

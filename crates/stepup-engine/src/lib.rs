@@ -18,7 +18,9 @@ mod state;
 mod store;
 
 pub use config::{ActionConfig, DecisionConfig, EngineConfig, LearningConfig};
-pub use durable::{PartitionRestore, RestoreStats, STATE_FORMAT, StateError, decode_state, encode_state};
+pub use durable::{
+    PartitionRestore, RestoreStats, STATE_FORMAT, StateError, decode_state, encode_state,
+};
 pub use engine::{Engine, EngineError, Outcome, Position, Processed};
 pub use metrics::EngineMetrics;
 pub use state::{IpMark, PendingAttempt, UserState};

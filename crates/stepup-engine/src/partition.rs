@@ -8,9 +8,7 @@
 
 use chrono::Duration;
 use stepup_risk::Population;
-use stepup_signals::{
-    Feature, IpActivity, Profile, SignalConfig, feature_count_changes,
-};
+use stepup_signals::{Feature, IpActivity, Profile, SignalConfig, feature_count_changes};
 
 use crate::state::{IpMark, UserState};
 
@@ -37,7 +35,8 @@ impl PartitionState {
     pub(crate) fn count_profile(&self, profile: &Profile, sign: i64) {
         for count in profile.feature_counts() {
             let change = i64::try_from(count.count).unwrap_or(i64::MAX);
-            self.population.adjust(count.feature, count.key, sign * change);
+            self.population
+                .adjust(count.feature, count.key, sign * change);
         }
     }
 

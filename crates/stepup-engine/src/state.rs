@@ -120,10 +120,7 @@ impl UserState {
             return;
         };
         let cutoff = newest - window;
-        while self
-            .ip_marks
-            .front()
-            .is_some_and(|mark| mark.at <= cutoff)
+        while self.ip_marks.front().is_some_and(|mark| mark.at <= cutoff)
             || self.ip_marks.len() > max_marks.max(1)
         {
             self.ip_marks.pop_front();

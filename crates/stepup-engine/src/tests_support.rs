@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use prometheus::{Encoder, Registry};
 use stepup_events::{
-    Action, Attributes, Event, EventBody, Factor, LoginAttempt,
-    LoginResult, MfaResult, Requirement, SCHEMA_VERSION,
+    Action, Attributes, Event, EventBody, Factor, LoginAttempt, LoginResult, MfaResult,
+    Requirement, SCHEMA_VERSION,
 };
 use stepup_geo::{Geo, GeoPaths};
 use stepup_policy::{Policy, PolicyConfig, RuleSet};
@@ -82,7 +82,13 @@ pub(crate) fn result(id: &str, user: &str, minutes: i64, attempt_id: &str, succe
     event(id, user, minutes, body)
 }
 
-pub(crate) fn mfa(id: &str, user: &str, minutes: i64, attempt_id: Option<&str>, passed: bool) -> Event {
+pub(crate) fn mfa(
+    id: &str,
+    user: &str,
+    minutes: i64,
+    attempt_id: Option<&str>,
+    passed: bool,
+) -> Event {
     let body = EventBody::MfaResult(MfaResult {
         attempt_id: attempt_id.map(String::from),
         factor: Factor::Totp,
@@ -125,4 +131,3 @@ pub(crate) fn metric_text(registry: &Registry) -> String {
         .unwrap();
     String::from_utf8(buffer).unwrap()
 }
-

@@ -14,8 +14,10 @@ use crate::error::KafkaError;
 /// (CreateTopics version 4 and later).
 const BROKER_DEFAULT_REPLICATION: i32 = -1;
 
-/// Creates the events and dead-letter topics, and the decisions topic when set, with
-/// `partitions` partitions each; topics that exist already are left as they are.
+/// Creates the events, dead-letter and changelog topics, and the decisions topic when set,
+/// with `partitions` partitions each, plus the single-partition instances topic. The
+/// changelog and instances topics are compacted. Topics that exist already are left as
+/// they are.
 ///
 /// For real brokers only: librdkafka's mock cluster does not implement CreateTopics, so with
 /// [`crate::EmbeddedKafka`] this times out; create topics with `EmbeddedKafka::create_topic`.
@@ -42,16 +44,20 @@ pub async fn ensure_topics(
     ];
     names.extend(config.decisions_topic.as_deref());
     // NOTE: the broker default replication factor (-1) was not tried against tansu.
-    let topics: Vec<NewTopic<'_>> = names
+    let replication = || TopicReplication::Fixed(BROKER_DEFAULT_REPLICATION);
+    let mut topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|name| {
-            NewTopic::new(
-                name,
-                partitions,
-                TopicReplication::Fixed(BROKER_DEFAULT_REPLICATION),
-            )
-        })
+        .map(|name| NewTopic::new(name, partitions, replication()))
         .collect();
+    // The changelog keeps the latest state per user, and the instances topic the latest
+    // claim per instance; one partition keeps claims in one order.
+    topics.push(
+        NewTopic::new(&config.changelog_topic, partitions, replication())
+            .set("cleanup.policy", "compact"),
+    );
+    topics.push(
+        NewTopic::new(&config.instances_topic, 1, replication()).set("cleanup.policy", "compact"),
+    );
     let options = AdminOptions::new()
         .request_timeout(Some(timeout))
         .operation_timeout(Some(timeout));

@@ -64,6 +64,24 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub decisions_topic: Option<String>,
 
+    /// Compacted topic of user states keyed by user id, with as many partitions as
+    /// `events_topic`: partition p holds the users of events partition p. An instance
+    /// restores a partition's users from it when the partition is assigned. Default:
+    /// `stepup.profiles`.
+    #[serde(default = "default_changelog_topic")]
+    pub changelog_topic: String,
+
+    /// Compacted single-partition topic where instances announce their gRPC address and
+    /// the partitions they serve, keyed by instance id. Default: `stepup.instances`.
+    #[serde(default = "default_instances_topic")]
+    pub instances_topic: String,
+
+    /// Time a shutdown waits for the acknowledgements of the message in flight before it
+    /// gives up on them (the message is then processed again after the restart), in
+    /// milliseconds. Default: 10000.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+
     /// Largest event payload accepted, in bytes. Larger messages go to the dead-letter topic
     /// and `Producer::send_event` rejects them. Default: 65536.
     #[serde(default = "default_max_event_bytes")]
@@ -91,6 +109,21 @@ pub struct KafkaConfig {
     /// acknowledgement settings, are rejected. Default: empty.
     #[serde(default)]
     pub client: BTreeMap<String, String>,
+}
+
+/// Returns the default changelog topic.
+pub fn default_changelog_topic() -> String {
+    "stepup.profiles".to_owned()
+}
+
+/// Returns the default instances topic.
+pub fn default_instances_topic() -> String {
+    "stepup.instances".to_owned()
+}
+
+/// Returns the default drain timeout.
+pub fn default_drain_timeout_ms() -> u64 {
+    10_000
 }
 
 /// Returns the default bootstrap broker list.
@@ -157,6 +190,9 @@ impl fmt::Debug for KafkaConfig {
             .field("decisions_topic", &self.decisions_topic)
             .field("max_event_bytes", &self.max_event_bytes)
             .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("changelog_topic", &self.changelog_topic)
+            .field("instances_topic", &self.instances_topic)
+            .field("drain_timeout_ms", &self.drain_timeout_ms)
             .field("retry_backoff_max_ms", &self.retry_backoff_max_ms)
             .field("fetch_wait_max_ms", &self.fetch_wait_max_ms)
             .field("client", &client)
@@ -172,6 +208,9 @@ impl Default for KafkaConfig {
             events_topic: default_events_topic(),
             dead_letter_topic: default_dead_letter_topic(),
             decisions_topic: None,
+            changelog_topic: default_changelog_topic(),
+            instances_topic: default_instances_topic(),
+            drain_timeout_ms: default_drain_timeout_ms(),
             max_event_bytes: default_max_event_bytes(),
             session_timeout_ms: default_session_timeout_ms(),
             retry_backoff_max_ms: default_retry_backoff_max_ms(),
@@ -190,6 +229,27 @@ impl KafkaConfig {
         require_non_empty("dead_letter_topic", &self.dead_letter_topic)?;
         if let Some(topic) = &self.decisions_topic {
             require_non_empty("decisions_topic", topic)?;
+        }
+        require_non_empty("changelog_topic", &self.changelog_topic)?;
+        require_non_empty("instances_topic", &self.instances_topic)?;
+        let topics = [
+            ("changelog_topic", &self.changelog_topic),
+            ("instances_topic", &self.instances_topic),
+        ];
+        for (key, topic) in topics {
+            let others = [&self.events_topic, &self.dead_letter_topic];
+            if others.contains(&topic) || self.decisions_topic.as_ref() == Some(topic) {
+                return Err(invalid(
+                    key,
+                    "must differ from the events, dead-letter and decisions topics",
+                ));
+            }
+        }
+        if self.changelog_topic == self.instances_topic {
+            return Err(invalid(
+                "instances_topic",
+                "must differ from `changelog_topic`",
+            ));
         }
         if self.dead_letter_topic == self.events_topic {
             return Err(invalid(
@@ -226,6 +286,31 @@ impl KafkaConfig {
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        self.apply_client_properties(&mut config);
+        config
+    }
+
+    /// Returns the drain timeout.
+    pub(crate) fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// Builds the configuration of a consumer that reads assigned partitions without joining
+    /// a group (changelog restore, instances topic). Large fetches make restores fast.
+    pub(crate) fn reader_client_config(&self, client_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", client_id)
+            // Required by the client although the reader never joins or commits.
+            .set("group.id", format!("{}-{client_id}", self.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
+            .set("max.partition.fetch.bytes", "16777216")
+            .set("fetch.max.bytes", "67108864");
         self.apply_client_properties(&mut config);
         config
     }

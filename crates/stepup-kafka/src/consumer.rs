@@ -1,8 +1,12 @@
 //! Consumer-group loop on the events topic with at-least-once processing.
 //!
 //! librdkafka commits automatically, but only offsets the loop stored, and the loop stores an
-//! offset only after the handler returned and any dead letter or decision was acknowledged.
-//! Nothing is committed before it is processed.
+//! offset only after the handler returned and any dead letter, decision and state change was
+//! acknowledged. Nothing is committed before it is processed, and because the handler skips
+//! events its restored state has applied already, redelivery changes nothing.
+//!
+//! On assignment the loop restores each partition's state from the changelog topic before it
+//! hands the handler any event of that partition; see [`crate::partitions`].
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -20,11 +24,13 @@ use stepup_events::ParseError;
 use tokio::sync::watch;
 use tracing::{error, info, instrument, trace, warn};
 
+use crate::cluster::Membership;
 use crate::config::KafkaConfig;
 use crate::context::ConsumerClientContext;
 use crate::error::KafkaError;
 use crate::handler::{EventHandler, HandleOutcome, InboundMessage};
 use crate::metrics::{KafkaMetrics, error_kind};
+use crate::partitions::{Partitions, Plan, check_topics};
 use crate::producer::Producer;
 use crate::retry::{Backoff, LOG_INTERVAL, LogThrottle, sleep_or_shutdown, wait_for_shutdown};
 
@@ -48,21 +54,31 @@ struct Stopped;
 /// Messages are processed one at a time in partition order. Messages without payload, larger
 /// than `max_event_bytes` or dead-lettered by the handler go to the dead-letter topic. Broker
 /// errors are logged, counted and retried with backoff, and they never end the loop. A dropped
-/// `shutdown` sender counts as a shutdown request.
+/// `shutdown` sender counts as a shutdown request. A shutdown lets the message in flight finish
+/// for up to `drain_timeout_ms`.
 ///
-/// Returns an error only for an invalid configuration, a failed subscription or a failed final
-/// commit.
+/// Partitions are restored from the changelog topic when assigned, and `membership` learns
+/// which partitions this instance serves and the events topic's partition count.
+///
+/// Returns an error only for an invalid configuration, a changelog topic that does not match
+/// the events topic, a failed subscription or a failed final commit.
 #[instrument(skip_all, fields(topic = %config.events_topic, group = %config.group_id))]
 pub async fn run_consumer(
     config: &KafkaConfig,
     handler: Arc<dyn EventHandler>,
     producer: Producer,
     metrics: KafkaMetrics,
+    membership: Membership,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), KafkaError> {
     config.validate()?;
-    let consumer = create_consumer(config, &metrics)?;
-    info!(brokers = %config.brokers, "consumer started");
+    let Some(count) = partition_count(config, &mut shutdown).await? else {
+        return Ok(());
+    };
+    membership.set_partition_count(count);
+    let partitions = Arc::new(Partitions::new(handler.clone(), membership));
+    let consumer = create_consumer(config, &metrics, partitions.clone())?;
+    info!(brokers = %config.brokers, partitions = count, "consumer started");
 
     let worker = Worker {
         config,
@@ -70,6 +86,7 @@ pub async fn run_consumer(
         producer: &producer,
         metrics: &metrics,
         consumer: &consumer,
+        partitions: &partitions,
         recv_throttle: LogThrottle::new(LOG_INTERVAL),
         dead_letter_throttle: LogThrottle::new(LOG_INTERVAL),
         store_throttle: LogThrottle::new(LOG_INTERVAL),
@@ -77,14 +94,39 @@ pub async fn run_consumer(
     worker.run(&mut shutdown).await;
 
     info!("consumer stopping");
+    partitions.release_all();
     close_consumer(consumer, &config.group_id).await
+}
+
+/// Reads the events topic's partition count and checks the changelog topic against it,
+/// retrying while the brokers are unreachable. Returns `None` on shutdown.
+async fn partition_count(
+    config: &KafkaConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<i32>, KafkaError> {
+    let mut backoff = Backoff::new(config.retry_backoff_max());
+    loop {
+        let checking = config.clone();
+        let checked = tokio::task::spawn_blocking(move || check_topics(&checking)).await;
+        match checked {
+            Ok(Ok(count)) => return Ok(Some(count)),
+            Ok(Err(error @ KafkaError::ChangelogPartitions { .. })) => return Err(error),
+            Ok(Err(error)) => warn!(%error, "failed to read topic metadata; retrying"),
+            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+        }
+        if sleep_or_shutdown(backoff.next_delay(), shutdown).await {
+            return Ok(None);
+        }
+    }
 }
 
 fn create_consumer(
     config: &KafkaConfig,
     metrics: &KafkaMetrics,
+    partitions: Arc<Partitions>,
 ) -> Result<EventConsumer, KafkaError> {
-    let context = ConsumerClientContext::new(metrics.clone(), config.events_topic.clone());
+    let context = ConsumerClientContext::new(metrics.clone(), config.events_topic.clone())
+        .with_partitions(partitions);
     let consumer: EventConsumer = config
         .consumer_client_config()
         .create_with_context(context)
@@ -142,6 +184,7 @@ struct Worker<'a> {
     producer: &'a Producer,
     metrics: &'a KafkaMetrics,
     consumer: &'a EventConsumer,
+    partitions: &'a Arc<Partitions>,
     recv_throttle: LogThrottle,
     dead_letter_throttle: LogThrottle,
     store_throttle: LogThrottle,
@@ -157,12 +200,18 @@ impl Worker<'_> {
         let mut errors_without_pause = 0;
         let mut ready = None;
         loop {
+            while let Some((partition, plan)) = self.partitions.next_pending() {
+                if self.restore(partition, plan, shutdown).await.is_err() {
+                    return;
+                }
+            }
             let received = match ready.take() {
                 Some(_) if *shutdown.borrow() => return,
                 Some(received) => received,
                 None => tokio::select! {
                     biased;
                     () = wait_for_shutdown(shutdown) => return,
+                    () = self.partitions.assigned.notified() => continue,
                     received = self.consumer.recv() => received,
                 },
             };
@@ -201,18 +250,89 @@ impl Worker<'_> {
         self.consumer.recv().now_or_never()
     }
 
-    /// Handles one message, sends its dead letter or decision, then stores its offset.
+    /// Restores `partition` from the changelog, or keeps its state if no other instance
+    /// changed it since it was revoked, retrying while the brokers are unreachable.
+    async fn restore(
+        &self,
+        partition: i32,
+        plan: Plan,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
+        let mut backoff = Backoff::new(self.config.retry_backoff_max());
+        loop {
+            let config = self.config.clone();
+            let partitions = self.partitions.clone();
+            let keep_if = match plan {
+                Plan::KeepIfEnd(end) => Some(end),
+                Plan::Restore => None,
+            };
+            let restoring = tokio::task::spawn_blocking(move || {
+                if let Some(kept_end) = keep_if {
+                    let end = Partitions::changelog_end(&config, partition)?;
+                    if end == kept_end {
+                        return Ok(end);
+                    }
+                    partitions.drop_kept(partition);
+                }
+                partitions.restore(&config, partition).map(|(_, end)| end)
+            });
+            let result = tokio::select! {
+                biased;
+                () = wait_for_shutdown(shutdown) => return Err(Stopped),
+                result = restoring => result,
+            };
+            match result {
+                Ok(Ok(end)) => {
+                    self.partitions.ready(partition, end);
+                    return Ok(());
+                }
+                Ok(Err(error)) => {
+                    self.metrics.count_error_kind("consumer", "restore");
+                    warn!(partition, %error, "failed to restore partition; retrying");
+                }
+                Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+            }
+            if sleep_or_shutdown(backoff.next_delay(), shutdown).await {
+                return Err(Stopped);
+            }
+        }
+    }
+
+    /// Handles one message, sends its dead letter, decision and state change, then stores
+    /// its offset.
     async fn process(
         &self,
         message: &BorrowedMessage<'_>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), Stopped> {
         let inbound = InboundMessage::from_borrowed(message);
+        let partition = inbound.partition;
+        if self.partitions.is_pending(partition) {
+            self.restore(partition, Plan::Restore, shutdown).await?;
+        }
+        if !self.partitions.membership().is_ready(partition) {
+            // Fetched before the partition was revoked; its next owner processes it.
+            trace!(
+                partition,
+                offset = inbound.offset,
+                "skipped message of a revoked partition"
+            );
+            return Ok(());
+        }
         match self.outcome(&inbound) {
-            HandleOutcome::Processed { decision, user_id } => {
+            HandleOutcome::Processed {
+                decision,
+                user_id,
+                state,
+            } => {
                 if let Some(decision) = decision.filter(|_| self.producer.publishes_decisions()) {
                     let send = || self.producer.send_decision(&user_id, &decision);
                     self.send_until_acked(shutdown, send).await?;
+                }
+                if let Some(state) = state {
+                    let send = || self.producer.send_state(partition, &user_id, &state);
+                    let offset = self.send_until_acked(shutdown, send).await?;
+                    self.partitions.wrote(partition, offset);
                 }
             }
             HandleOutcome::DeadLetter {
@@ -275,33 +395,42 @@ impl Worker<'_> {
     }
 
     /// Calls `send` until it succeeds, with capped exponential backoff between attempts.
-    /// Never gives up on its own, because skipping the message would lose it.
+    /// Never gives up on its own, because skipping the message would lose it. After a
+    /// shutdown request it keeps trying for `drain_timeout_ms`.
     ///
     /// The loop does not poll the consumer meanwhile. After `max.poll.interval.ms` (librdkafka
     /// default 300 s) the consumer leaves the group, storing the offset then fails, and the
     /// partition's next owner receives the message again.
-    async fn send_until_acked<F, Fut>(
+    async fn send_until_acked<F, Fut, T>(
         &self,
         shutdown: &mut watch::Receiver<bool>,
         mut send: F,
-    ) -> Result<(), Stopped>
+    ) -> Result<T, Stopped>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<(), KafkaError>>,
+        Fut: Future<Output = Result<T, KafkaError>>,
     {
         let mut backoff = Backoff::new(self.config.retry_backoff_max());
+        let drain = self.config.drain_timeout();
+        let drained = async {
+            wait_for_shutdown(shutdown).await;
+            tokio::time::sleep(drain).await;
+        };
+        tokio::pin!(drained);
         loop {
             let result = tokio::select! {
                 biased;
-                () = wait_for_shutdown(shutdown) => return Err(Stopped),
+                () = &mut drained => return Err(Stopped),
                 result = send() => result,
             };
             match result {
-                Ok(()) => return Ok(()),
+                Ok(value) => return Ok(value),
                 Err(failure) => self.producer.record_retry(&failure),
             }
-            if sleep_or_shutdown(backoff.next_delay(), shutdown).await {
-                return Err(Stopped);
+            tokio::select! {
+                biased;
+                () = &mut drained => return Err(Stopped),
+                () = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
     }

@@ -2,13 +2,16 @@
 //! events and metrics.
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use std::sync::Arc;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError as ClientError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use crate::metrics::{KafkaMetrics, error_kind};
+use crate::partitions::Partitions;
 use crate::retry::{LOG_INTERVAL, LogThrottle};
 
 /// Callbacks of the producer client.
@@ -22,6 +25,7 @@ pub(crate) struct ConsumerClientContext {
     metrics: KafkaMetrics,
     topic: String,
     throttle: LogThrottle,
+    partitions: Option<Arc<Partitions>>,
 }
 
 // === impl ProducerClientContext ===
@@ -53,7 +57,14 @@ impl ConsumerClientContext {
             metrics,
             topic,
             throttle: LogThrottle::new(LOG_INTERVAL),
+            partitions: None,
         }
+    }
+
+    /// Tells `partitions` about every assignment and revocation.
+    pub(crate) fn with_partitions(mut self, partitions: Arc<Partitions>) -> Self {
+        self.partitions = Some(partitions);
+        self
     }
 
     fn set_lag(&self, partition: i32, lag: i64) {
@@ -109,11 +120,23 @@ impl ClientContext for ConsumerClientContext {
 }
 
 impl ConsumerContext for ConsumerClientContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(list) => {
                 let partitions = partitions_of(list);
                 info!(topic = %self.topic, ?partitions, "partitions revoked");
+                // Every stored offset belongs to a message whose state change was
+                // acknowledged, so committing them now hands the next owner a clean start.
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) | Err(ClientError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    Err(error) => {
+                        self.metrics.count_error("consumer", &error);
+                        warn!(topic = %self.topic, %error, "failed to commit offsets on revoke");
+                    }
+                }
+                if let Some(tracker) = &self.partitions {
+                    tracker.revoked(&partitions);
+                }
                 for partition in partitions {
                     self.remove_lag(partition);
                 }
@@ -131,7 +154,11 @@ impl ConsumerContext for ConsumerClientContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
-            info!(topic = %self.topic, partitions = ?partitions_of(list), "partitions assigned");
+            let partitions = partitions_of(list);
+            info!(topic = %self.topic, ?partitions, "partitions assigned");
+            if let Some(tracker) = &self.partitions {
+                tracker.assigned(&partitions);
+            }
         }
         // The list is dropped at the end of this statement: a list taken from a consumer
         // must not outlive it, or `rd_kafka_destroy` hangs.

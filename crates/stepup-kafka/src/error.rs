@@ -111,4 +111,33 @@ pub enum KafkaError {
         #[source]
         source: Option<ClientError>,
     },
+    /// Reading a partition of the changelog topic failed.
+    #[error(
+        "failed to read partition {partition} of changelog topic `{topic}`; check that the topic exists"
+    )]
+    Restore {
+        /// Changelog topic.
+        topic: String,
+        /// Partition being restored.
+        partition: i32,
+        /// Client error.
+        #[source]
+        source: ClientError,
+    },
+    /// The changelog topic does not match the events topic.
+    #[error(
+        "changelog topic `{changelog}` has {changelog_partitions} partitions but events topic \
+         `{events}` has {events_partitions}; create the changelog with {events_partitions} \
+         partitions (and `cleanup.policy=compact`), or use `--create-topics` on a new cluster"
+    )]
+    ChangelogPartitions {
+        /// Changelog topic.
+        changelog: String,
+        /// Its partition count, 0 if it does not exist.
+        changelog_partitions: i32,
+        /// Events topic.
+        events: String,
+        /// Its partition count.
+        events_partitions: i32,
+    },
 }

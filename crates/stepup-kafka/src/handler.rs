@@ -11,6 +11,40 @@ pub trait EventHandler: Send + Sync + 'static {
     /// order. After a crash or a rebalance, messages since the last commit are delivered again,
     /// so the handler must recognise repeated event ids.
     fn handle(&self, message: &InboundMessage<'_>) -> HandleOutcome;
+
+    /// Starts restoring the state of `partition` after it was assigned. The consumer feeds
+    /// the partition's changelog records to the returned sink, in order, before it hands the
+    /// handler any event of the partition. `None` (the default) keeps no partition state.
+    fn begin_restore(&self, partition: i32) -> Option<Box<dyn RestoreSink + '_>> {
+        let _ = partition;
+        None
+    }
+
+    /// Drops the state of `partition` after it was revoked. Its changelog is complete by then,
+    /// because the consumer stores an offset only after the state change was acknowledged.
+    fn release_partition(&self, partition: i32) {
+        let _ = partition;
+    }
+}
+
+/// Receives one partition's changelog records during a restore.
+pub trait RestoreSink: Send {
+    /// Applies one record: a state, or a tombstone (`None`) that deletes the key.
+    fn apply(&mut self, key: &str, value: Option<&[u8]>);
+
+    /// Makes the restored state visible and returns what was restored.
+    fn finish(self: Box<Self>) -> RestoreTotals;
+}
+
+/// What one partition restore read and kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreTotals {
+    /// Changelog records read.
+    pub records: u64,
+    /// Keys restored.
+    pub restored: u64,
+    /// Records that could not be read and were skipped.
+    pub invalid: u64,
 }
 
 /// One message of the events topic, borrowed from the consumer.
@@ -36,8 +70,11 @@ pub enum HandleOutcome {
     Processed {
         /// Decision as JSON, if the event led to one.
         decision: Option<Vec<u8>>,
-        /// User id of the event, the key of the decision message.
+        /// User id of the event, the key of the decision and changelog messages.
         user_id: String,
+        /// The user's new state, written to the changelog partition of the message's
+        /// partition before the offset is stored; `None` when nothing changed.
+        state: Option<Vec<u8>>,
     },
     /// The message cannot be processed. The consumer sends it to the dead-letter topic and
     /// stores its offset only after the broker acknowledged the dead letter.

@@ -12,6 +12,8 @@
 //! `unsafe_code = "deny"` lint checks every other item.
 
 mod admin;
+mod announce;
+mod cluster;
 mod config;
 mod consumer;
 mod context;
@@ -19,19 +21,22 @@ mod embedded;
 mod error;
 mod handler;
 pub mod metrics;
+mod partitions;
 mod producer;
 mod retry;
 
 pub use admin::ensure_topics;
+pub use announce::run_announcer;
+pub use cluster::{Claim, Membership, Peer, Route, partition_for_key};
 pub use config::{
-    KafkaConfig, default_brokers, default_dead_letter_topic, default_events_topic,
-    default_group_id, default_max_event_bytes, default_retry_backoff_max_ms,
-    default_session_timeout_ms,
+    KafkaConfig, default_brokers, default_changelog_topic, default_dead_letter_topic,
+    default_drain_timeout_ms, default_events_topic, default_group_id, default_instances_topic,
+    default_max_event_bytes, default_retry_backoff_max_ms, default_session_timeout_ms,
 };
 pub use consumer::run_consumer;
 pub use embedded::EmbeddedKafka;
 pub use error::KafkaError;
-pub use handler::{EventHandler, HandleOutcome, InboundMessage};
+pub use handler::{EventHandler, HandleOutcome, InboundMessage, RestoreSink, RestoreTotals};
 pub use metrics::KafkaMetrics;
 pub use producer::{
     HEADER_REASON, HEADER_REASON_CODE, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION,

@@ -87,9 +87,12 @@ impl KafkaMetrics {
 
     /// Counts one client error of the given client (`consumer` or `producer`).
     pub(crate) fn count_error(&self, client: &str, error: &ClientError) {
-        self.errors
-            .with_label_values(&[client, error_kind(error)])
-            .inc();
+        self.count_error_kind(client, error_kind(error));
+    }
+
+    /// Counts an error of a kind that is not a client error, such as a failed restore.
+    pub(crate) fn count_error_kind(&self, client: &str, kind: &str) {
+        self.errors.with_label_values(&[client, kind]).inc();
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Producer {
 /// The parts of [`KafkaConfig`] the producer uses, and its retry log throttle.
 struct Settings {
     events_topic: String,
+    changelog_topic: String,
+    instances_topic: String,
     dead_letter_topic: String,
     decisions_topic: Option<String>,
     max_event_bytes: usize,
@@ -75,6 +77,8 @@ impl Producer {
             })?;
         let settings = Settings {
             events_topic: config.events_topic.clone(),
+            changelog_topic: config.changelog_topic.clone(),
+            instances_topic: config.instances_topic.clone(),
             dead_letter_topic: config.dead_letter_topic.clone(),
             decisions_topic: config.decisions_topic.clone(),
             max_event_bytes: config.max_event_bytes,
@@ -182,6 +186,55 @@ impl Producer {
                 topic: topic.clone(),
                 source,
             }),
+        }
+    }
+
+    /// Writes a user's state to partition `partition` of the changelog topic, keyed by user
+    /// id, and returns its offset. Makes one attempt, like [`Producer::send_dead_letter`].
+    pub async fn send_state(
+        &self,
+        partition: i32,
+        user_id: &str,
+        state: &[u8],
+    ) -> Result<i64, KafkaError> {
+        let topic = &self.settings.changelog_topic;
+        let record = FutureRecord::<[u8], [u8]>::to(topic)
+            .partition(partition)
+            .key(user_id.as_bytes())
+            .payload(state);
+        self.deliver(topic, record).await.map(|(_, offset)| offset)
+    }
+
+    /// Publishes this instance's claim (JSON) to the instances topic keyed by instance id,
+    /// or deletes it with a tombstone when `claim` is `None`. Makes one attempt.
+    pub async fn send_claim(
+        &self,
+        instance_id: &str,
+        claim: Option<&[u8]>,
+    ) -> Result<(), KafkaError> {
+        let topic = &self.settings.instances_topic;
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).key(instance_id.as_bytes());
+        if let Some(claim) = claim {
+            record = record.payload(claim);
+        }
+        self.deliver(topic, record).await.map(|_| ())
+    }
+
+    /// Sends a prepared record and waits for the acknowledgement.
+    async fn deliver(
+        &self,
+        topic: &str,
+        record: FutureRecord<'_, [u8], [u8]>,
+    ) -> Result<(i32, i64), KafkaError> {
+        match self.inner.send(record, Timeout::Never).await {
+            Ok(delivery) => Ok((delivery.partition, delivery.offset)),
+            Err((source, _message)) => {
+                self.metrics.count_error("producer", &source);
+                Err(KafkaError::Send {
+                    topic: topic.to_owned(),
+                    source,
+                })
+            }
         }
     }
 

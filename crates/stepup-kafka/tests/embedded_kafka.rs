@@ -14,7 +14,7 @@ use serde_json::json;
 use stepup_kafka::{
     EmbeddedKafka, EventHandler, HEADER_REASON, HEADER_REASON_CODE, HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC, HandleOutcome, InboundMessage, KafkaConfig,
-    KafkaMetrics, Producer, ensure_topics, run_consumer,
+    KafkaMetrics, Membership, Producer, RestoreSink, RestoreTotals, ensure_topics, run_consumer,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 const EVENTS: &str = "stepup.events";
 const DLQ: &str = "stepup.events.dlq";
 const DECISIONS: &str = "stepup.decisions";
+const CHANGELOG: &str = "stepup.profiles";
 
 /// Maximum wait for a condition; every test stays well under 15 s when it passes.
 const WAIT: Duration = Duration::from_secs(10);
@@ -40,6 +41,8 @@ struct Handled {
 #[derive(Default)]
 struct RecordingHandler {
     handled: Mutex<Vec<Handled>>,
+    /// States restored from the changelog: user -> (partition, latest seq).
+    restored: Mutex<BTreeMap<String, (i32, String)>>,
 }
 
 impl RecordingHandler {
@@ -79,6 +82,57 @@ impl EventHandler for RecordingHandler {
         HandleOutcome::Processed {
             decision: Some(decision.to_string().into_bytes()),
             user_id: user.to_owned(),
+            state: Some(seq.to_string().into_bytes()),
+        }
+    }
+
+    fn begin_restore(&self, partition: i32) -> Option<Box<dyn RestoreSink + '_>> {
+        Some(Box::new(MapSink {
+            partition,
+            records: 0,
+            states: BTreeMap::new(),
+            into: &self.restored,
+        }))
+    }
+
+    fn release_partition(&self, partition: i32) {
+        let mut restored = self.restored.lock().expect("restored lock");
+        restored.retain(|_, (owner, _)| *owner != partition);
+    }
+}
+
+/// Collects a partition's restored states and installs them on finish.
+struct MapSink<'a> {
+    partition: i32,
+    records: u64,
+    states: BTreeMap<String, String>,
+    into: &'a Mutex<BTreeMap<String, (i32, String)>>,
+}
+
+impl RestoreSink for MapSink<'_> {
+    fn apply(&mut self, key: &str, value: Option<&[u8]>) {
+        self.records += 1;
+        match value {
+            Some(value) => {
+                let value = String::from_utf8_lossy(value).into_owned();
+                self.states.insert(key.to_owned(), value);
+            }
+            None => {
+                self.states.remove(key);
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>) -> RestoreTotals {
+        let mut into = self.into.lock().expect("restored lock");
+        let restored = self.states.len() as u64;
+        for (key, value) in self.states {
+            into.insert(key, (self.partition, value));
+        }
+        RestoreTotals {
+            records: self.records,
+            restored,
+            invalid: 0,
         }
     }
 }
@@ -106,7 +160,17 @@ impl RunningConsumer {
             let config = config.clone();
             let handler: Arc<dyn EventHandler> = handler.clone();
             let metrics = metrics.clone();
-            async move { run_consumer(&config, handler, producer, metrics, receiver).await }
+            async move {
+                run_consumer(
+                    &config,
+                    handler,
+                    producer,
+                    metrics,
+                    Membership::new("test", "127.0.0.1:0"),
+                    receiver,
+                )
+                .await
+            }
         });
         Self {
             handler,
@@ -141,6 +205,7 @@ fn config_for(kafka: &EmbeddedKafka, group: &str) -> KafkaConfig {
         group_id: group.to_owned(),
         decisions_topic: Some(DECISIONS.to_owned()),
         retry_backoff_max_ms: 500,
+        drain_timeout_ms: 500,
         ..KafkaConfig::default()
     }
 }
@@ -279,7 +344,8 @@ fn mixed_batch() -> (Vec<(String, Vec<u8>)>, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_handles_each_event_once_in_order() {
-    let kafka = EmbeddedKafka::start(3, &[(EVENTS, 4), (DLQ, 1), (DECISIONS, 4)]).expect("cluster");
+    let kafka = EmbeddedKafka::start(3, &[(EVENTS, 4), (DLQ, 1), (DECISIONS, 4), (CHANGELOG, 4)])
+        .expect("cluster");
     let config = config_for(&kafka, "stepup-order");
     let (registry, metrics) = new_metrics();
     let producer = Producer::new(&config, metrics.clone()).expect("producer");
@@ -335,7 +401,8 @@ async fn consumer_handles_each_event_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_keep_payload_and_reason_headers() {
-    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 2), (DLQ, 1), (DECISIONS, 1)]).expect("cluster");
+    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 2), (DLQ, 1), (DECISIONS, 1), (CHANGELOG, 2)])
+        .expect("cluster");
     let config = config_for(&kafka, "stepup-dlq");
     let (_registry, metrics) = new_metrics();
     let producer = Producer::new(&config, metrics.clone()).expect("producer");
@@ -375,7 +442,8 @@ async fn dead_letters_keep_payload_and_reason_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_consumer_resumes_from_committed_offsets() {
-    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 3), (DLQ, 1), (DECISIONS, 1)]).expect("cluster");
+    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 3), (DLQ, 1), (DECISIONS, 1), (CHANGELOG, 3)])
+        .expect("cluster");
     // Without a decision to send, the offset is stored in the same poll as the handler call,
     // so a handled event is also a stored one when the test requests shutdown. With a
     // decision, shutdown may interrupt its send, and the next consumer handles the event again.
@@ -426,7 +494,7 @@ async fn second_consumer_resumes_from_committed_offsets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_event_returns_partition_and_offset() {
-    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 4)]).expect("cluster");
+    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 4), (CHANGELOG, 4)]).expect("cluster");
     let config = config_for(&kafka, "stepup-send");
     let (_registry, metrics) = new_metrics();
     let producer = Producer::new(&config, metrics).expect("producer");
@@ -456,7 +524,8 @@ async fn send_event_returns_partition_and_offset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_and_assignment_gauges_are_exported() {
-    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 2), (DLQ, 1), (DECISIONS, 1)]).expect("cluster");
+    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 2), (DLQ, 1), (DECISIONS, 1), (CHANGELOG, 2)])
+        .expect("cluster");
     let mut config = config_for(&kafka, "stepup-lag");
     config.client = BTreeMap::from([("statistics.interval.ms".to_owned(), "500".to_owned())]);
     let (registry, metrics) = new_metrics();
@@ -504,7 +573,8 @@ async fn lag_and_assignment_gauges_are_exported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_survives_broker_outage() {
-    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 1), (DLQ, 1), (DECISIONS, 1)]).expect("cluster");
+    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 1), (DLQ, 1), (DECISIONS, 1), (CHANGELOG, 1)])
+        .expect("cluster");
     let mut config = config_for(&kafka, "stepup-outage");
     config.client = BTreeMap::from([("reconnect.backoff.max.ms".to_owned(), "200".to_owned())]);
     let (registry, metrics) = new_metrics();
@@ -553,7 +623,8 @@ async fn consumer_survives_broker_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_dead_letter_blocks_partition_until_delivered() {
-    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 1), (DLQ, 1), (DECISIONS, 1)]).expect("cluster");
+    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 1), (DLQ, 1), (DECISIONS, 1), (CHANGELOG, 1)])
+        .expect("cluster");
     // Without decisions, every produce retry counted below is a dead-letter retry.
     let mut config = KafkaConfig {
         decisions_topic: None,
@@ -615,7 +686,8 @@ async fn failed_dead_letter_blocks_partition_until_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_panicking_messages_are_dead_lettered() {
-    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 1), (DLQ, 1), (DECISIONS, 1)]).expect("cluster");
+    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 1), (DLQ, 1), (DECISIONS, 1), (CHANGELOG, 1)])
+        .expect("cluster");
     let config = KafkaConfig {
         max_event_bytes: 64,
         ..config_for(&kafka, "stepup-guards")
@@ -650,7 +722,7 @@ async fn oversized_and_panicking_messages_are_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_consumer_rejects_invalid_config() {
-    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 1)]).expect("cluster");
+    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 1), (CHANGELOG, 1)]).expect("cluster");
     let config = config_for(&kafka, "stepup-invalid");
     let (_registry, metrics) = new_metrics();
     let producer = Producer::new(&config, metrics.clone()).expect("producer");
@@ -661,7 +733,15 @@ async fn run_consumer_rejects_invalid_config() {
     let (_shutdown, receiver) = watch::channel(false);
 
     let handler: Arc<dyn EventHandler> = Arc::new(RecordingHandler::default());
-    let result = run_consumer(&invalid, handler, producer, metrics, receiver).await;
+    let result = run_consumer(
+        &invalid,
+        handler,
+        producer,
+        metrics,
+        Membership::new("test", "127.0.0.1:0"),
+        receiver,
+    )
+    .await;
 
     let error = result.expect_err("empty group id is rejected").to_string();
     assert!(error.contains("`group_id`"), "{error}");
@@ -676,4 +756,62 @@ async fn ensure_topics_fails_on_mock_cluster() {
 
     // librdkafka's mock cluster does not implement CreateTopics, so the request times out.
     assert!(result.is_err(), "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changelog_follows_event_partitions_and_restores_on_restart() {
+    let kafka = EmbeddedKafka::start(1, &[(EVENTS, 3), (DLQ, 1), (CHANGELOG, 3)]).expect("cluster");
+    let config = restartable(config_for(&kafka, "stepup-changelog"));
+    let (_, metrics) = new_metrics();
+    let producer = Producer::new(&config, metrics.clone()).expect("producer");
+    let mut events = Vec::new();
+    for seq in 0..5 {
+        for user in 0..6 {
+            let user = format!("user-{user}");
+            events.push((user.clone(), good_event(&user, seq)));
+        }
+    }
+    send_all(&producer, &events).await;
+
+    let first = RunningConsumer::start(&config, &metrics);
+    let handler = first.handler.clone();
+    assert!(
+        wait_until(|| handler.count() >= 30).await,
+        "handled {}",
+        handler.count()
+    );
+    let handled = first.stop().await;
+    let partition_of: BTreeMap<String, i32> = handled
+        .iter()
+        .map(|handled| (handled.user.clone(), handled.partition))
+        .collect();
+
+    let changelog = read_topic(&kafka, CHANGELOG, 30).await;
+    assert_eq!(changelog.len(), 30, "one state change per event");
+    for record in &changelog {
+        let user = String::from_utf8(record.key().expect("key").to_vec()).expect("utf-8 key");
+        assert_eq!(
+            record.partition(),
+            partition_of[&user],
+            "partition of {user}"
+        );
+    }
+
+    let second = RunningConsumer::start(&config, &metrics);
+    let handler = second.handler.clone();
+    let restored_all = || handler.restored.lock().expect("restored lock").len() == 6;
+    assert!(
+        wait_until(restored_all).await,
+        "restored {:?}",
+        handler.restored.lock()
+    );
+    let restored = handler.restored.lock().expect("restored lock").clone();
+    for (user, (partition, seq)) in restored {
+        assert_eq!(seq, "4", "latest state of {user}");
+        assert_eq!(partition, partition_of[&user], "partition of {user}");
+    }
+    assert!(
+        second.stop().await.is_empty(),
+        "committed events are not handled again"
+    );
 }

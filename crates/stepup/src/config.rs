@@ -15,10 +15,12 @@ use stepup_kafka::KafkaConfig;
 use stepup_policy::PolicyConfig;
 
 /// Keys whose default is absent from the serialized defaults, so the resolver cannot see them.
-const OPTIONAL_KEYS: [&[&str]; 3] = [
+const OPTIONAL_KEYS: [&[&str]; 5] = [
     &["kafka", "decisions_topic"],
     &["api", "admin_token_file"],
     &["policy", "watch"],
+    &["cluster", "instance_id"],
+    &["cluster", "advertised_grpc"],
 ];
 
 /// Variables with the `STEPUP_` prefix that are not configuration keys.
@@ -51,6 +53,53 @@ pub struct Config {
     /// Signals, decisions, learning and actions.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// Identity of this instance among several in one consumer group.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// How an instance names itself and where other instances reach it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique id of this instance on the instances topic. Default: `<host name>-<gRPC port>`.
+    /// Keep it stable across restarts, so a restarted instance replaces its own claim.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// `host:port` other instances use to forward gRPC calls here. Default: the gRPC listen
+    /// address, with the host name in place of an unspecified address such as `0.0.0.0`.
+    #[serde(default)]
+    pub advertised_grpc: Option<String>,
+}
+
+// === impl ClusterConfig ===
+
+impl ClusterConfig {
+    /// Returns the membership of an instance whose gRPC server listens on `listening`.
+    pub fn membership(&self, listening: std::net::SocketAddr) -> stepup_kafka::Membership {
+        let host = host_name();
+        let advertised = self.advertised_grpc.clone().unwrap_or_else(|| {
+            if listening.ip().is_unspecified() {
+                format!("{host}:{}", listening.port())
+            } else {
+                listening.to_string()
+            }
+        });
+        let instance_id = self
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| format!("{host}-{}", listening.port()));
+        stepup_kafka::Membership::new(instance_id, advertised)
+    }
+}
+
+/// Returns the machine's host name, or `localhost` if it cannot be read.
+fn host_name() -> String {
+    gethostname::gethostname()
+        .into_string()
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Prometheus endpoint settings.

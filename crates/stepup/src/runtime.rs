@@ -8,9 +8,11 @@ use std::time::Instant;
 use anyhow::Context;
 use prometheus::{Encoder, Registry, TextEncoder};
 use stepup_api::{StepUpService, serve as serve_grpc};
-use stepup_engine::{Engine, Outcome};
+use stepup_engine::{Engine, Outcome, PartitionRestore, Position};
 use stepup_geo::{Geo, GeoPaths};
-use stepup_kafka::{EventHandler, HandleOutcome, InboundMessage, KafkaMetrics, Producer};
+use stepup_kafka::{
+    EventHandler, HandleOutcome, InboundMessage, KafkaMetrics, Producer, RestoreSink, RestoreTotals,
+};
 use stepup_policy::{Policy, PolicyConfig, RuleSet};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -132,23 +134,69 @@ impl EventHandler for EngineHandler {
             };
         };
         let started = Instant::now();
-        let result = self.engine.process_bytes(payload);
+        let position = Position {
+            partition: message.partition,
+            offset: Some(message.offset),
+        };
+        let result = self.engine.process_bytes_at(payload, position);
         if let Some(observer) = &self.observer {
             observer(started.elapsed());
         }
-        match result {
-            Ok(Outcome::Decided(decision)) => HandleOutcome::Processed {
-                decision: Some(serde_json::to_vec(&*decision).unwrap_or_default()),
-                user_id: decision.user_id.clone(),
-            },
-            Ok(Outcome::Applied | Outcome::Duplicate) => HandleOutcome::Processed {
-                decision: None,
-                user_id: String::new(),
-            },
-            Err(err) => HandleOutcome::DeadLetter {
-                reason_code: err.code(),
-                reason: err.to_string(),
-            },
+        let processed = match result {
+            Ok(processed) => processed,
+            Err(err) => {
+                return HandleOutcome::DeadLetter {
+                    reason_code: err.code(),
+                    reason: err.to_string(),
+                };
+            }
+        };
+        let (decision, state) = match &processed.outcome {
+            Outcome::Decided(decision) => (
+                Some(serde_json::to_vec(&**decision).unwrap_or_default()),
+                self.engine.state_record(&processed.user_id),
+            ),
+            Outcome::Applied => (None, self.engine.state_record(&processed.user_id)),
+            Outcome::Duplicate => (None, None),
+        };
+        HandleOutcome::Processed {
+            decision,
+            user_id: processed.user_id,
+            state,
+        }
+    }
+
+    fn begin_restore(&self, partition: i32) -> Option<Box<dyn RestoreSink + '_>> {
+        Some(Box::new(EngineRestore {
+            restore: self.engine.restore(partition),
+        }))
+    }
+
+    fn release_partition(&self, partition: i32) {
+        let dropped = self.engine.drop_partition(partition);
+        info!(partition, dropped, "released the users of a partition");
+    }
+}
+
+/// Feeds changelog records into an engine partition restore.
+struct EngineRestore<'a> {
+    restore: PartitionRestore<'a>,
+}
+
+impl RestoreSink for EngineRestore<'_> {
+    fn apply(&mut self, key: &str, value: Option<&[u8]>) {
+        // The error is counted in the totals; it names no user and no state content.
+        if let Err(error) = self.restore.apply(key, value) {
+            tracing::debug!(%error, "skipped a changelog record");
+        }
+    }
+
+    fn finish(self: Box<Self>) -> RestoreTotals {
+        let stats = self.restore.finish();
+        RestoreTotals {
+            records: stats.records,
+            restored: stats.users,
+            invalid: stats.invalid,
         }
     }
 }
@@ -180,21 +228,43 @@ pub async fn start(
     let metrics_listener = bind(&config.metrics.listen, "metrics.listen").await?;
     let grpc = grpc_listener.local_addr()?;
     let metrics = metrics_listener.local_addr()?;
+    let membership = config.cluster.membership(grpc);
+    info!(
+        instance = membership.instance_id(),
+        advertised = %membership.claim().grpc_address,
+        "cluster membership"
+    );
 
     let mut tasks = Vec::new();
     let kafka_config = config.kafka.clone();
     let consumer_shutdown = shutdown.clone();
     let consumer_producer = producer.clone();
+    let consumer_membership = membership.clone();
     tasks.push(tokio::spawn(async move {
         stepup_kafka::run_consumer(
             &kafka_config,
             Arc::new(handler),
             consumer_producer,
             kafka_metrics,
+            consumer_membership,
             consumer_shutdown,
         )
         .await
         .context("events consumer failed")
+    }));
+    let announcer_config = config.kafka.clone();
+    let announcer_membership = membership.clone();
+    let announcer_producer = producer.clone();
+    let announcer_shutdown = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        stepup_kafka::run_announcer(
+            &announcer_config,
+            announcer_membership,
+            announcer_producer,
+            announcer_shutdown,
+        )
+        .await
+        .context("instances announcer failed")
     }));
 
     let reloads = crate::rules_reload::start(config, &engine, &registry)?;

@@ -102,6 +102,7 @@ impl Driver {
             let request = pb::AwaitDecisionRequest {
                 event_id: event.event_id.clone(),
                 timeout_ms: 30_000,
+                user_id: event.user_id.clone(),
             };
             async move {
                 let response = client.await_decision(request).await;

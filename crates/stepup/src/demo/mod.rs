@@ -81,6 +81,8 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     let topics = [
         (config.kafka.events_topic.as_str(), args.partitions),
         (config.kafka.dead_letter_topic.as_str(), 1),
+        (config.kafka.changelog_topic.as_str(), args.partitions),
+        (config.kafka.instances_topic.as_str(), 1),
     ];
     let kafka = EmbeddedKafka::start(1, &topics).context("failed to start the embedded Kafka")?;
     config.kafka.brokers = kafka.bootstrap_servers();

@@ -90,6 +90,7 @@ async fn await_decision_times_out_for_unpublished_event() {
     let request = AwaitDecisionRequest {
         event_id: unique_name("never-published"),
         timeout_ms: 300,
+        user_id: String::new(),
     };
     let status = client
         .await_decision(request)
