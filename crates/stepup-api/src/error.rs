@@ -32,9 +32,66 @@ pub enum ApiError {
         "no decision for event `{0}` before the deadline; check that the event was published to the events topic"
     )]
     NoDecision(String),
+    /// No decision was found here, and some instances could not be asked.
+    #[error(
+        "no decision for event `{event_id}` before the deadline, and failed to ask {unreachable}; \
+         retry when those instances are reachable, or pass `user_id` to ask only the owner"
+    )]
+    NoDecisionUnreachable {
+        /// Event that no reachable instance had decided.
+        event_id: String,
+        /// The instances that could not be asked, with the cause for each.
+        unreachable: String,
+    },
     /// The engine rejected the event.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The user's partition has no ready owner: this instance is still restoring it, or no
+    /// instance has claimed it yet.
+    #[error(
+        "partition {partition} of the events topic is not ready after {waited_ms} ms: no instance \
+         has restored it yet, for example because the consumer group is rebalancing; retry the \
+         call, or raise `api.ready_timeout_ms` if restores take longer"
+    )]
+    PartitionNotReady {
+        /// Partition of the events topic that contains the user's events.
+        partition: i32,
+        /// How long the call waited, in milliseconds.
+        waited_ms: u64,
+    },
+    /// A call to another instance failed before that instance returned a response.
+    #[error(
+        "failed to forward `{method}` to instance `{instance_id}` at `{address}`: {cause}; retry \
+         the call, and check that the instance is running (a stopped instance's partitions move to the \
+         others when the consumer group rebalances)"
+    )]
+    ForwardFailed {
+        /// gRPC method, for example `Assess`.
+        method: &'static str,
+        /// Id of the instance called.
+        instance_id: String,
+        /// gRPC address of the instance called.
+        address: String,
+        /// Transport error or timeout.
+        cause: String,
+    },
+    /// The decision stream of another instance, merged into this call's stream, ended.
+    #[error(
+        "the decision stream from instance `{instance_id}` at `{address}` ended: {cause}; call \
+         `StreamDecisions` again to follow the instances running now, or read the decisions \
+         topic for a complete feed"
+    )]
+    PeerStreamEnded {
+        /// Id of the instance whose stream ended.
+        instance_id: String,
+        /// gRPC address of that instance.
+        address: String,
+        /// Cause of the end of the stream.
+        cause: String,
+    },
+    /// Status returned by the instance a call was forwarded to, passed on unchanged.
+    #[error("{}", .0.message())]
+    Peer(tonic::Status),
     /// The admin service has no token, so it rejects every call.
     #[error(
         "the admin API is disabled; set `api.admin_token_file` to a file that contains a token, \
@@ -62,7 +119,12 @@ impl From<ApiError> for tonic::Status {
             ApiError::InvalidArgument { .. } | ApiError::InvalidEvent(_) | ApiError::Engine(_) => {
                 tonic::Status::invalid_argument(message)
             }
-            ApiError::AppendFailed { .. } => tonic::Status::unavailable(message),
+            ApiError::AppendFailed { .. }
+            | ApiError::NoDecisionUnreachable { .. }
+            | ApiError::PartitionNotReady { .. }
+            | ApiError::ForwardFailed { .. }
+            | ApiError::PeerStreamEnded { .. } => tonic::Status::unavailable(message),
+            ApiError::Peer(status) => status,
             ApiError::NoDecision(_) => tonic::Status::deadline_exceeded(message),
             ApiError::AdminDisabled => tonic::Status::permission_denied(message),
             ApiError::Unauthenticated => tonic::Status::unauthenticated(message),

@@ -29,6 +29,20 @@ pub struct ApiConfig {
     /// Longest `AwaitDecision` wait a request may ask for, in milliseconds. Default 60000.
     #[serde(default = "default_await_max_ms")]
     pub await_max_ms: u64,
+    /// How long `Assess` and `CheckAction` wait for the user's partition to become ready
+    /// (restored by this instance, or claimed by another one) before they return
+    /// `UNAVAILABLE`, in milliseconds. Matters only with several instances. Default 10000.
+    #[serde(default = "default_ready_timeout_ms")]
+    pub ready_timeout_ms: u64,
+    /// How long connecting to another instance may take when a call is forwarded to it, in
+    /// milliseconds. Default 1000.
+    #[serde(default = "default_forward_connect_timeout_ms")]
+    pub forward_connect_timeout_ms: u64,
+    /// How long a forwarded `Assess` or `CheckAction` may take on the owning instance, in
+    /// milliseconds; a forwarded `AwaitDecision` may take its own wait plus
+    /// `forward_connect_timeout_ms`. Default 10000.
+    #[serde(default = "default_forward_timeout_ms")]
+    pub forward_timeout_ms: u64,
     /// File that contains the bearer token of the `stepup.v1.Admin` service (surrounding
     /// whitespace is ignored). Read once at start, so a new token needs a restart. Default:
     /// unset, and the Admin service rejects every call with `PERMISSION_DENIED`.
@@ -43,6 +57,9 @@ impl Default for ApiConfig {
             append_timeout_ms: default_append_timeout_ms(),
             await_default_ms: default_await_default_ms(),
             await_max_ms: default_await_max_ms(),
+            ready_timeout_ms: default_ready_timeout_ms(),
+            forward_connect_timeout_ms: default_forward_connect_timeout_ms(),
+            forward_timeout_ms: default_forward_timeout_ms(),
             admin_token_file: None,
         }
     }
@@ -62,6 +79,18 @@ fn default_await_default_ms() -> u64 {
 
 fn default_await_max_ms() -> u64 {
     60_000
+}
+
+fn default_ready_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_forward_connect_timeout_ms() -> u64 {
+    1000
+}
+
+fn default_forward_timeout_ms() -> u64 {
+    10_000
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
