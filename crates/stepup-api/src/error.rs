@@ -62,8 +62,8 @@ pub enum ApiError {
     /// A call to another instance failed before that instance returned a response.
     #[error(
         "failed to forward `{method}` to instance `{instance_id}` at `{address}`: {cause}; retry \
-         the call, and check that the instance is running (a stopped instance's partitions move to the \
-         others when the consumer group rebalances)"
+         the call, and check that the instance is running (a stopped instance's partitions \
+         move to the others when the consumer group rebalances)"
     )]
     ForwardFailed {
         /// gRPC method, for example `Assess`.
