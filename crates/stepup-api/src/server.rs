@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
@@ -93,13 +94,22 @@ fn default_forward_timeout_ms() -> u64 {
     10_000
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` until `shutdown` completes. Open `StreamDecisions` streams then
+/// end, so the server stops once the calls in flight return.
 pub async fn serve(
     listener: TcpListener,
     service: StepUpService,
     admin: AdminService,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    // tonic's graceful shutdown waits for every open call, and a decision stream never ends
+    // by itself, so the streams end when `shutdown` completes.
+    let (closing, closed) = watch::channel(false);
+    let service = service.end_streams_on(closed);
+    let shutdown_streams = async move {
+        shutdown.await;
+        let _ = closing.send(true);
+    };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<pb::step_up_server::StepUpServer<StepUpService>>()
@@ -127,7 +137,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(pb::step_up_server::StepUpServer::new(service))
         .add_service(pb::admin_server::AdminServer::new(admin))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_streams)
         .await
 }
 

@@ -15,6 +15,7 @@ use futures::stream::FuturesUnordered;
 use stepup_engine::Engine;
 use stepup_events::{Decision, Event};
 use stepup_kafka::{Membership, Peer, Producer, Route};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -43,6 +44,8 @@ pub struct StepUpService {
     config: ApiConfig,
     cluster: Option<Arc<Cluster>>,
     metrics: ApiMetrics,
+    /// Shutdown flag of the server; every `StreamDecisions` stream ends when it turns true.
+    closed: Option<watch::Receiver<bool>>,
 }
 
 /// Response stream of `StreamDecisions`.
@@ -68,6 +71,7 @@ impl StepUpService {
             config,
             cluster: None,
             metrics: ApiMetrics::default(),
+            closed: None,
         }
     }
 
@@ -84,6 +88,23 @@ impl StepUpService {
     pub fn with_metrics(mut self, metrics: ApiMetrics) -> Self {
         self.metrics = metrics;
         self
+    }
+
+    /// Ends every `StreamDecisions` stream when `closed` turns true or its sender is dropped.
+    pub(crate) fn end_streams_on(mut self, closed: watch::Receiver<bool>) -> Self {
+        self.closed = Some(closed);
+        self
+    }
+
+    /// Returns `stream`, cut off when the server shuts down.
+    fn until_closed(&self, stream: DecisionStream) -> DecisionStream {
+        let Some(mut closed) = self.closed.clone() else {
+            return stream;
+        };
+        let shutdown = async move {
+            let _ = closed.wait_for(|closed| *closed).await;
+        };
+        Box::pin(futures::StreamExt::take_until(stream, shutdown))
     }
 
     /// Appends an inline-decided event to the log, or applies it directly without Kafka.
@@ -365,10 +386,13 @@ impl pb::step_up_server::StepUp for StepUpService {
         let forwarded = is_forwarded(request.metadata());
         let request = request.into_inner();
         let Some(cluster) = self.routing_cluster(forwarded) else {
-            return Ok(Response::new(self.local_stream(&request)));
+            return Ok(Response::new(
+                self.until_closed(self.local_stream(&request)),
+            ));
         };
         if request.user_id.is_empty() {
-            return Ok(Response::new(self.merged_stream(cluster, request).await?));
+            let stream = self.merged_stream(cluster, request).await?;
+            return Ok(Response::new(self.until_closed(stream)));
         }
         let stream = match cluster.membership().route(&request.user_id) {
             Route::Remote { peer, .. } => {
@@ -378,7 +402,7 @@ impl pb::step_up_server::StepUp for StepUpService {
             }
             Route::Local { .. } => self.local_stream(&request),
         };
-        Ok(Response::new(stream))
+        Ok(Response::new(self.until_closed(stream)))
     }
 
     #[instrument(skip_all, fields(event_id))]

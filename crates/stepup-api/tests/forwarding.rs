@@ -683,3 +683,32 @@ async fn partition_claimed_while_waiting_is_forwarded() {
     assert!(b.engine.decision("claimed").is_some());
     assert!(a.engine.decision("claimed").is_none());
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_streams() {
+    let (a, b) = pair().await;
+    let request = pb::StreamDecisionsRequest::default();
+    let mut on_b = client(&b)
+        .await
+        .stream_decisions(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut on_a = client(&a)
+        .await
+        .stream_decisions(request)
+        .await
+        .unwrap()
+        .into_inner();
+
+    drop(b);
+
+    let end = tokio::time::timeout(Duration::from_secs(5), on_b.message()).await;
+    let end = end.expect("B's stream ends within 5 s of its shutdown");
+    assert!(end.unwrap().is_none());
+    let status = next_decision(&mut on_a).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    let message = status.message();
+    assert!(message.contains("from instance `b`"), "{message}");
+    assert!(message.contains("the instance closed it"), "{message}");
+}
