@@ -104,11 +104,19 @@ impl Cluster {
         let mut request = self.request(message);
         // The channel enforces this deadline too, and the peer receives it as `grpc-timeout`.
         request.set_timeout(timeout);
-        let result = call(client, request).await;
+        let result = call(client, request)
+            .await
+            .map(Response::into_inner)
+            .map_err(|status| {
+                // tonic 0.14 reports its own deadline as `CANCELLED`, "Timeout expired".
+                if status.source().is_some() && status.code() == Code::Cancelled {
+                    let cause = format!("no response within {} ms", timeout.as_millis());
+                    return self.forward_failed(method, peer, cause);
+                }
+                self.peer_error(method, peer, status)
+            });
         count(metrics, method, result.as_ref().err());
         result
-            .map(Response::into_inner)
-            .map_err(|status| self.peer_error(method, peer, status))
     }
 
     /// Forwards `AwaitDecision` to `peer`, which waits up to `wait` for the decision.
@@ -165,11 +173,12 @@ impl Cluster {
     ) -> Result<DecisionStream, ApiError> {
         let method = "StreamDecisions";
         let mut client = self.client(method, peer)?;
-        let result = client.stream_decisions(self.request(message)).await;
+        let result = client
+            .stream_decisions(self.request(message))
+            .await
+            .map_err(|status| self.peer_error(method, peer, status));
         count(metrics, method, result.as_ref().err());
-        let decisions = result
-            .map_err(|status| self.peer_error(method, peer, status))?
-            .into_inner();
+        let decisions = result?.into_inner();
 
         let (failed, ended) = (peer.clone(), peer.clone());
         let (failed_warnings, ended_warnings) = (self.warnings.clone(), self.warnings.clone());
@@ -219,8 +228,8 @@ impl Cluster {
     }
 
     /// Splits a failed call into a status the peer sent, passed on as is, and a failure to
-    /// reach the peer. tonic sets an error source only on statuses it makes locally from a
-    /// transport error or timeout, never on one decoded from the peer's response.
+    /// reach the peer. In tonic 0.14 a status made locally from a transport error or timeout
+    /// carries that error as its source, and a status decoded from the peer's response has none.
     fn peer_error(&self, method: &'static str, peer: &Peer, status: Status) -> ApiError {
         if status.source().is_none() {
             return ApiError::Peer(status);
@@ -304,8 +313,14 @@ fn status_cause(status: &Status) -> String {
     cause
 }
 
-fn count(metrics: &ApiMetrics, method: &'static str, error: Option<&Status>) {
-    let outcome = error.map_or("ok", |status| code_label(status.code()));
+/// Counts a forwarded call by the status its caller gets: the peer's own status, or
+/// `unavailable` when the peer could not be reached.
+fn count(metrics: &ApiMetrics, method: &'static str, error: Option<&ApiError>) {
+    let outcome = match error {
+        None => "ok",
+        Some(ApiError::Peer(status)) => code_label(status.code()),
+        Some(_) => code_label(Code::Unavailable),
+    };
     metrics
         .forwarded
         .with_label_values(&[method, outcome])

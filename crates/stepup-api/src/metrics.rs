@@ -5,7 +5,7 @@ use prometheus::{IntCounterVec, Opts, Registry};
 /// Counters the StepUp service updates per call.
 #[derive(Clone)]
 pub struct ApiMetrics {
-    /// Calls forwarded to another instance, by RPC and outcome (`ok` or the gRPC status code).
+    /// Calls forwarded to another instance, by RPC and outcome (`ok` or the caller's gRPC code).
     pub forwarded: IntCounterVec,
 }
 

@@ -612,6 +612,48 @@ async fn dead_peer_gives_unavailable_naming_peer() {
 }
 
 #[tokio::test]
+async fn silent_peer_times_out_unavailable() {
+    // Accepts connections and never responds, like an instance that hangs.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_address = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let bound = bind().await;
+    let membership = membership("a", &bound, &[0]);
+    claim(&membership, "c", silent_address, &[1]);
+    let config = ApiConfig {
+        forward_timeout_ms: 300,
+        ..config()
+    };
+    let a = start(bound, membership, config);
+
+    let started = Instant::now();
+    let status = assess(&a, "to-silent", &user_in(1)).await.unwrap_err();
+
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Code::Unavailable);
+    let message = status.message();
+    assert!(message.contains("instance `c`"), "{message}");
+    assert!(
+        message.contains(&format!("`{silent_address}`")),
+        "{message}"
+    );
+    assert!(message.contains("no response within 300 ms"), "{message}");
+    let metrics = exposition(&a.registry);
+    let timed_out = forwarded_once("Assess", "unavailable");
+    assert!(metrics.contains(&timed_out), "{metrics}");
+    hold.abort();
+}
+
+#[tokio::test]
 async fn unready_partition_waits_then_fails() {
     let bound = bind().await;
     let membership = membership("a", &bound, &[0]);
