@@ -132,6 +132,65 @@ pub async fn read_topic(brokers: &str, topic: &str, partitions: i32, count: usiz
     records
 }
 
+/// Reads every partition of `topic` from the beginning up to its end offset at the time of
+/// the call, tombstones included (with an empty payload and `tombstone` set in `headers`).
+pub fn read_to_end(brokers: &str, topic: &str) -> Vec<Record> {
+    use rdkafka::consumer::BaseConsumer;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique_name("stepup-tests-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .unwrap_or_else(|err| panic!("failed to create a consumer for `{brokers}`: {err}"));
+    let metadata = consumer
+        .fetch_metadata(Some(topic), WAIT)
+        .unwrap_or_else(|err| panic!("failed to read the metadata of `{topic}`: {err}"));
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |found| found.partitions().len() as i32);
+    let mut records = Vec::new();
+    for partition in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, WAIT)
+            .unwrap_or_else(|err| panic!("failed to read the offsets of `{topic}`: {err}"));
+        if high <= low {
+            continue;
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap_or_else(|err| panic!("failed to add partition {partition}: {err}"));
+        consumer
+            .assign(&assignment)
+            .unwrap_or_else(|err| panic!("failed to assign `{topic}`/{partition}: {err}"));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "read `{topic}`/{partition} only up to {:?} of {high} within {WAIT:?}",
+                records.last().map(|record: &Record| record.offset)
+            );
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) => {
+                    let mut record = record_of(&message);
+                    if message.payload().is_none() {
+                        record.headers.insert("tombstone".into(), "true".into());
+                    }
+                    records.push(record);
+                    if message.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(err)) => eprintln!("failed to read `{topic}`; retrying: {err}"),
+                None => {}
+            }
+        }
+    }
+    records
+}
+
 fn record_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
     let mut headers = BTreeMap::new();
     if let Some(all) = message.headers() {

@@ -108,6 +108,20 @@ impl ChildProcess {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Sends the signal `name` (for example `TERM`) with the system's `kill` command, without
+    /// waiting for the process to end.
+    pub fn signal(&mut self, name: &str) {
+        if self.try_exit_status().is_some() {
+            return;
+        }
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status();
+        if let Err(err) = status {
+            panic!("failed to send SIG{name} to {}: {err}", self.name);
+        }
+    }
+
     /// Kills the process (SIGKILL) and waits until it has ended.
     pub fn kill(&mut self) {
         if self.try_exit_status().is_some() {

@@ -25,25 +25,43 @@ pub const ASN_TEST_DB: &str = "data/geoip/maxmind-test/GeoLite2-ASN-Test.mmdb";
 /// gRPC service name of the StepUp API.
 pub const STEPUP_SERVICE: &str = "stepup.v1.StepUp";
 
-/// Topic and consumer group names of one `stepup serve` process.
+/// Topic and consumer group names of one `stepup serve` process, or of several instances
+/// in one group.
 #[derive(Clone, Debug)]
 pub struct Topics {
     /// Events topic (`kafka.events_topic`).
     pub events: String,
     /// Dead-letter topic (`kafka.dead_letter_topic`).
     pub dead_letter: String,
+    /// Decisions topic (`kafka.decisions_topic`).
+    pub decisions: String,
+    /// Profile changelog topic (`kafka.changelog_topic`).
+    pub changelog: String,
+    /// Instances topic (`kafka.instances_topic`).
+    pub instances: String,
     /// Consumer group (`kafka.group_id`).
     pub group: String,
+    /// Partitions of the events, dead-letter, decisions and changelog topics.
+    pub partitions: i32,
 }
 
 impl Topics {
-    /// Returns names that no other test uses.
+    /// Returns names that no other test uses, with [`PARTITIONS`] partitions.
     pub fn unique() -> Self {
+        Self::unique_with(PARTITIONS)
+    }
+
+    /// Returns names that no other test uses, with `partitions` partitions.
+    pub fn unique_with(partitions: i32) -> Self {
         let base = unique_name("stepup-test");
         Self {
             events: format!("{base}.events"),
             dead_letter: format!("{base}.events.dlq"),
+            decisions: format!("{base}.decisions"),
+            changelog: format!("{base}.profiles"),
+            instances: format!("{base}.instances"),
             group: format!("{base}.group"),
+            partitions,
         }
     }
 }
@@ -72,7 +90,18 @@ impl Serve {
 
     /// Starts `stepup serve` like [`Serve::start`], with extra `STEPUP_*` variables.
     pub async fn start_with_env(binary: &str, brokers: &str, env: &[(&str, &str)]) -> Self {
-        let topics = Topics::unique();
+        Self::start_on(binary, brokers, &Topics::unique(), env).await
+    }
+
+    /// Starts `stepup serve` on the given topics and group, so that several instances (or a
+    /// restarted one) share them, and waits until its gRPC health check reports SERVING.
+    pub async fn start_on(
+        binary: &str,
+        brokers: &str,
+        topics: &Topics,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let topics = topics.clone();
         let logs = ScratchDir::new("stepup-tests-serve-");
         let mut last_error = String::new();
         for attempt in 1..=3 {
@@ -124,6 +153,27 @@ impl Serve {
         self.process.log()
     }
 
+    /// Kills the process with SIGKILL, like a crash, and waits until it has ended.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to end; returns its exit
+    /// status, or `None` if it still runs.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.process.signal("TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.process.try_exit_status() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Returns whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.process.try_exit_status().is_none()
@@ -167,7 +217,7 @@ fn serve_command(
         "--metrics-listen",
         &metrics.to_string(),
         "--create-topics",
-        &PARTITIONS.to_string(),
+        &topics.partitions.to_string(),
     ]);
     // `stepup` rejects unknown `STEPUP_*` variables, and the caller's own settings would make
     // the test depend on the shell it runs in.
@@ -184,6 +234,9 @@ fn serve_command(
         .env("STEPUP_KAFKA_EVENTS_TOPIC", &topics.events)
         .env("STEPUP_KAFKA_DEAD_LETTER_TOPIC", &topics.dead_letter)
         .env("STEPUP_KAFKA_GROUP_ID", &topics.group)
+        .env("STEPUP_KAFKA_DECISIONS_TOPIC", &topics.decisions)
+        .env("STEPUP_KAFKA_CHANGELOG_TOPIC", &topics.changelog)
+        .env("STEPUP_KAFKA_INSTANCES_TOPIC", &topics.instances)
         .env("STEPUP_GEO_CITY_DB", workspace_file(CITY_TEST_DB))
         .env("STEPUP_GEO_ASN_DB", workspace_file(ASN_TEST_DB));
     for (name, value) in env {

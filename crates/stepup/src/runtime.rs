@@ -279,7 +279,11 @@ pub async fn start(
         }));
     }
 
-    let service = StepUpService::new(engine, Some(producer), config.api.clone());
+    let api_metrics =
+        stepup_api::ApiMetrics::register(&registry).context("failed to register gRPC metrics")?;
+    let service = StepUpService::new(engine, Some(producer), config.api.clone())
+        .with_metrics(api_metrics)
+        .with_membership(membership);
     let admin = reloads.admin;
     let grpc_shutdown = wait_for(shutdown.clone());
     tasks.push(tokio::spawn(async move {

@@ -11,6 +11,7 @@ mod assess;
 mod broker_restart;
 mod dead_letters;
 mod decisions;
+mod durability;
 mod health;
 mod metrics;
 
