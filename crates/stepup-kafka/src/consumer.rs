@@ -8,6 +8,7 @@
 //! On assignment the loop restores each partition's state from the changelog topic before it
 //! hands the handler any event of that partition; see [`crate::partitions`].
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -42,11 +43,67 @@ type RecvResult<'a> = Result<BorrowedMessage<'a>, ClientError>;
 /// first message after an outage.
 const RECV_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// Longest wait in one `recv` call before the loop polls again. librdkafka wakes a waiting
+/// `StreamConsumer` only when its queue turns from empty to non-empty, and a wakeup can be
+/// missed when other events (statistics, for example) sit in the queue (rust-rdkafka issue
+/// 665). Without this bound the consumer was seen to stop with messages waiting.
+const RECV_TICK: Duration = Duration::from_millis(250);
+
 /// Errors taken one after the other without a pause before the loop pauses anyway.
 const MAX_ERRORS_WITHOUT_PAUSE: u32 = 100;
 
 /// Shutdown interrupted the processing of a message, so its offset was not stored.
 struct Stopped;
+
+/// Largest number of messages processed before their sends are awaited together.
+const MAX_BATCH: usize = 500;
+
+/// What one batch of messages produced, in message order.
+#[derive(Default)]
+struct BatchWork<'b, 'm> {
+    /// Every message that was handled, with the reason code if it is dead-lettered.
+    processed: Vec<(&'b BorrowedMessage<'m>, Option<&'static str>)>,
+    /// Decisions to publish: (user id, decision JSON).
+    decisions: Vec<(String, Vec<u8>)>,
+    /// Dead letters: (message, reason code, reason).
+    dead_letters: Vec<(&'b BorrowedMessage<'m>, &'static str, String)>,
+    /// The last state of each user: (partition, user id) to changelog value.
+    states: BTreeMap<(i32, String), Vec<u8>>,
+}
+
+// === impl BatchWork ===
+
+impl<'b, 'm> BatchWork<'b, 'm> {
+    fn add(
+        &mut self,
+        message: &'b BorrowedMessage<'m>,
+        outcome: HandleOutcome,
+        producer: &Producer,
+    ) {
+        match outcome {
+            HandleOutcome::Processed {
+                decision,
+                user_id,
+                state,
+            } => {
+                if let Some(decision) = decision.filter(|_| producer.publishes_decisions()) {
+                    self.decisions.push((user_id.clone(), decision));
+                }
+                if let Some(state) = state {
+                    self.states.insert((message.partition(), user_id), state);
+                }
+                self.processed.push((message, None));
+            }
+            HandleOutcome::DeadLetter {
+                reason_code,
+                reason,
+            } => {
+                self.dead_letters.push((message, reason_code, reason));
+                self.processed.push((message, Some(reason_code)));
+            }
+        }
+    }
+}
 
 /// Consumes `events_topic` in group `group_id` until `shutdown` turns `true`, then commits the
 /// stored offsets, leaves the group and returns.
@@ -212,14 +269,32 @@ impl Worker<'_> {
                     biased;
                     () = wait_for_shutdown(shutdown) => return,
                     () = self.partitions.assigned.notified() => continue,
-                    received = self.consumer.recv() => received,
+                    received = tokio::time::timeout(RECV_TICK, self.consumer.recv()) => {
+                        match received {
+                            Ok(received) => received,
+                            // Polls again: see `RECV_TICK`.
+                            Err(_) => continue,
+                        }
+                    }
                 },
             };
             match received {
                 Ok(message) => {
                     backoff.reset();
                     errors_without_pause = 0;
-                    if self.process(&message, shutdown).await.is_err() {
+                    let mut batch = vec![message];
+                    while batch.len() < MAX_BATCH {
+                        // `recv` is cancel safe: dropping it when it is not ready loses nothing.
+                        match self.consumer.recv().now_or_never() {
+                            Some(Ok(next)) => batch.push(next),
+                            Some(Err(error)) => {
+                                ready = Some(Err(error));
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    if self.process_batch(&batch, shutdown).await.is_err() {
                         return;
                     }
                 }
@@ -298,62 +373,88 @@ impl Worker<'_> {
         }
     }
 
-    /// Handles one message, sends its dead letter, decision and state change, then stores
-    /// its offset.
-    async fn process(
+    /// Handles a batch of messages in order, then sends their dead letters, decisions and
+    /// state changes concurrently, and stores their offsets once all are acknowledged.
+    ///
+    /// Only the last state of each user in the batch is written: it records the offset of the
+    /// user's last event, so the earlier ones add nothing, and two writes of one key in flight
+    /// at once could land in the wrong order after a retry.
+    async fn process_batch(
         &self,
-        message: &BorrowedMessage<'_>,
+        batch: &[BorrowedMessage<'_>],
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), Stopped> {
-        let inbound = InboundMessage::from_borrowed(message);
-        let partition = inbound.partition;
-        if self.partitions.is_pending(partition) {
-            self.restore(partition, Plan::Restore, shutdown).await?;
-        }
-        if !self.partitions.membership().is_ready(partition) {
-            // Fetched before the partition was revoked; its next owner processes it.
-            trace!(
-                partition,
-                offset = inbound.offset,
-                "skipped message of a revoked partition"
-            );
-            return Ok(());
-        }
-        match self.outcome(&inbound) {
-            HandleOutcome::Processed {
-                decision,
-                user_id,
-                state,
-            } => {
-                if let Some(decision) = decision.filter(|_| self.producer.publishes_decisions()) {
-                    let send = || self.producer.send_decision(&user_id, &decision);
-                    self.send_until_acked(shutdown, send).await?;
-                }
-                if let Some(state) = state {
-                    let send = || self.producer.send_state(partition, &user_id, &state);
-                    let offset = self.send_until_acked(shutdown, send).await?;
-                    self.partitions.wrote(partition, offset);
-                }
+        let mut work = BatchWork::default();
+        for message in batch {
+            let inbound = InboundMessage::from_borrowed(message);
+            let partition = inbound.partition;
+            if self.partitions.is_pending(partition) {
+                self.restore(partition, Plan::Restore, shutdown).await?;
             }
-            HandleOutcome::DeadLetter {
-                reason_code,
-                reason,
-            } => {
-                let send = || {
-                    self.producer
-                        .send_dead_letter(&inbound, reason_code, &reason)
-                };
-                self.send_until_acked(shutdown, send).await?;
-                self.record_dead_letter(&inbound, reason_code);
+            if !self.partitions.membership().is_ready(partition) {
+                // Fetched before the partition was revoked; its next owner processes it.
+                trace!(
+                    partition,
+                    offset = inbound.offset,
+                    "skipped message of a revoked partition"
+                );
+                continue;
             }
+            work.add(message, self.outcome(&inbound), self.producer);
         }
+        self.send_batch(&work, shutdown).await?;
 
-        self.store_offset(message);
-        trace!(
-            partition = inbound.partition,
-            offset = inbound.offset,
-            "message processed"
+        for (message, dead_letter) in &work.processed {
+            if let Some(reason_code) = dead_letter {
+                self.record_dead_letter(&InboundMessage::from_borrowed(message), reason_code);
+            }
+            self.store_offset(message);
+        }
+        trace!(messages = work.processed.len(), "batch processed");
+        Ok(())
+    }
+
+    /// Sends everything a batch produced and waits until the broker acknowledged all of it.
+    async fn send_batch(
+        &self,
+        work: &BatchWork<'_, '_>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
+        let producer = self.producer;
+        let decisions = work.decisions.iter().map(|(user_id, decision)| {
+            let send = move || producer.send_decision(user_id, decision);
+            self.send_until_acked(shutdown.clone(), send)
+        });
+        let inbounds: Vec<InboundMessage<'_>> = work
+            .dead_letters
+            .iter()
+            .map(|(message, _, _)| InboundMessage::from_borrowed(message))
+            .collect();
+        let dead_letters =
+            work.dead_letters
+                .iter()
+                .zip(&inbounds)
+                .map(|((_, reason_code, reason), inbound)| {
+                    let send = move || producer.send_dead_letter(inbound, reason_code, reason);
+                    self.send_until_acked(shutdown.clone(), send)
+                });
+        let states = work.states.iter().map(|((partition, user_id), state)| {
+            let partition = *partition;
+            let send = move || producer.send_state(partition, user_id, state);
+            async move {
+                let offset = self.send_until_acked(shutdown.clone(), send).await?;
+                self.partitions.wrote(partition, offset);
+                Ok::<(), Stopped>(())
+            }
+        });
+        let (decisions, dead_letters, states) = futures::join!(
+            futures::future::try_join_all(decisions),
+            futures::future::try_join_all(dead_letters),
+            futures::future::try_join_all(states),
         );
+        decisions?;
+        dead_letters?;
+        states?;
         Ok(())
     }
 
@@ -403,7 +504,7 @@ impl Worker<'_> {
     /// partition's next owner receives the message again.
     async fn send_until_acked<F, Fut, T>(
         &self,
-        shutdown: &mut watch::Receiver<bool>,
+        mut shutdown: watch::Receiver<bool>,
         mut send: F,
     ) -> Result<T, Stopped>
     where
@@ -413,7 +514,7 @@ impl Worker<'_> {
         let mut backoff = Backoff::new(self.config.retry_backoff_max());
         let drain = self.config.drain_timeout();
         let drained = async {
-            wait_for_shutdown(shutdown).await;
+            wait_for_shutdown(&mut shutdown).await;
             tokio::time::sleep(drain).await;
         };
         tokio::pin!(drained);

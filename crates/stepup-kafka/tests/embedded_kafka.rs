@@ -1,6 +1,6 @@
 //! End-to-end tests of the consumer loop and the producer against the embedded mock cluster.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -622,7 +622,7 @@ async fn consumer_survives_broker_outage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_dead_letter_blocks_partition_until_delivered() {
+async fn failed_dead_letter_blocks_commit_until_delivered() {
     let kafka = EmbeddedKafka::start(1, &[(EVENTS, 1), (DLQ, 1), (DECISIONS, 1), (CHANGELOG, 1)])
         .expect("cluster");
     // Without decisions, every produce retry counted below is a dead-letter retry.
@@ -662,21 +662,21 @@ async fn failed_dead_letter_blocks_partition_until_delivered() {
         .expect("topic error cleared");
 
     assert_eq!(
-        first_run.len(),
-        1,
-        "the event after the failed dead letter waits"
+        first_run.first().map(|item| item.seq),
+        Some(0),
+        "first event handled"
     );
+    // Offsets are stored only after every send of a batch was acknowledged, so nothing from
+    // the failed dead letter on was committed, and the event after it comes again.
     let consumer = RunningConsumer::start(&config, &metrics);
     let handler = consumer.handler.clone();
+    let has_last = || handler.handled().iter().any(|item| item.seq == 1);
     assert!(
-        wait_until(|| handler.count() >= 1).await,
+        wait_until(has_last).await,
         "second run handled the last event"
     );
     let second_run = consumer.stop().await;
-    assert_eq!(
-        second_run.iter().map(|item| item.seq).collect::<Vec<_>>(),
-        [1]
-    );
+    assert!(second_run.iter().any(|item| item.seq == 1));
     assert_eq!(
         read_topic(&kafka, DLQ, 1).await.len(),
         1,
@@ -786,8 +786,13 @@ async fn changelog_follows_event_partitions_and_restores_on_restart() {
         .map(|handled| (handled.user.clone(), handled.partition))
         .collect();
 
-    let changelog = read_topic(&kafka, CHANGELOG, 30).await;
-    assert_eq!(changelog.len(), 30, "one state change per event");
+    // A batch writes only the last state of each user, so there are 6 to 30 records.
+    let changelog = read_topic(&kafka, CHANGELOG, 6).await;
+    let users: BTreeSet<Vec<u8>> = changelog
+        .iter()
+        .filter_map(|record| record.key().map(<[u8]>::to_vec))
+        .collect();
+    assert_eq!(users.len(), 6, "every user has a state");
     for record in &changelog {
         let user = String::from_utf8(record.key().expect("key").to_vec()).expect("utf-8 key");
         assert_eq!(
