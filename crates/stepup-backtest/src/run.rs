@@ -8,7 +8,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Instant;
 
 use prometheus::Registry;
-use stepup_engine::{Engine, EngineConfig, EngineError, Outcome};
+use stepup_engine::{Engine, EngineConfig, EngineError, Outcome, SnapshotError, read_snapshot};
 use stepup_events::Decision;
 use stepup_geo::Geo;
 use stepup_policy::{Policy, PolicyConfig, PolicyError, RuleSet};
@@ -96,6 +96,15 @@ pub enum BacktestError {
         #[source]
         source: EngineError,
     },
+    /// The snapshot file cannot be opened or read.
+    #[error("failed to load snapshot `{path}` (`--snapshot`)")]
+    Snapshot {
+        /// Snapshot file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: SnapshotError,
+    },
     /// An event is older than the one before it.
     #[error(
         "input `{path}` is not in time order: the event at {position} ({found}) is older than \
@@ -161,6 +170,7 @@ pub struct Backtest {
     geo: Arc<Geo>,
     candidate: RuleSetSpec,
     baseline: Option<RuleSetSpec>,
+    snapshot: Option<PathBuf>,
 }
 
 /// An engine ready to replay, with the summary header of its rules.
@@ -228,7 +238,15 @@ impl Backtest {
             geo,
             candidate,
             baseline: None,
+            snapshot: None,
         }
+    }
+
+    /// Starts every rule set from the user states in a snapshot file (written by
+    /// `stepup profiles export`) instead of empty profiles.
+    pub fn with_snapshot(mut self, path: impl Into<PathBuf>) -> Self {
+        self.snapshot = Some(path.into());
+        self
     }
 
     /// Adds a baseline rule set: the same events are replayed through it and compared.
@@ -294,6 +312,9 @@ impl Backtest {
             &registry,
         )
         .map_err(|source| BacktestError::Engine { role, source })?;
+        if let Some(path) = &self.snapshot {
+            load_snapshot(&engine, path, role)?;
+        }
         info!(role, version = %version, rules_dir = %spec.policy.dir.display(), "rule set loaded");
         let header = RuleSetHeader {
             name: role.to_owned(),
@@ -303,6 +324,19 @@ impl Backtest {
         };
         Ok(Replayer { engine, header })
     }
+}
+
+/// Loads the user states of a snapshot file into partition 0, the backtest's only partition.
+fn load_snapshot(engine: &Engine, path: &Path, role: &str) -> Result<(), BacktestError> {
+    let failed = |source: SnapshotError| BacktestError::Snapshot {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(|error| failed(SnapshotError::Io(error)))?;
+    let mut reader = std::io::BufReader::new(file);
+    let stats = read_snapshot(&mut reader, engine.restore(0)).map_err(failed)?;
+    info!(role, users = stats.users, path = %path.display(), "snapshot loaded");
+    Ok(())
 }
 
 /// Runs the reader, the engines and the collector until the input ends or one of them fails.

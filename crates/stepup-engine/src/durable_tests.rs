@@ -87,7 +87,7 @@ fn decision_json(decision: &Decision) -> String {
     serde_json::to_string(decision).unwrap()
 }
 
-fn states(engine: &Engine) -> BTreeMap<String, UserState> {
+pub(crate) fn states_of(engine: &Engine) -> BTreeMap<String, UserState> {
     engine
         .export_states()
         .into_iter()
@@ -144,7 +144,7 @@ fn redelivered_events_change_nothing() {
             Outcome::Duplicate
         ));
     }
-    assert_eq!(states(&once), states(&twice));
+    assert_eq!(states_of(&once), states_of(&twice));
 }
 
 #[test]
@@ -201,7 +201,7 @@ fn restored_engine_continues_like_an_uninterrupted_one() {
             })
             .map(|(id, decision)| (id.clone(), decision.clone())),
     );
-    assert_eq!(states(&uninterrupted), states(&restarted));
+    assert_eq!(states_of(&uninterrupted), states_of(&restarted));
     let decided_after: Vec<_> = expected
         .keys()
         .filter(|id| events[cut..].iter().any(|(e, _)| &e.event_id == *id))
@@ -261,4 +261,9 @@ fn tombstone_deletes_and_bad_value_is_skipped() {
     assert_eq!((stats.records, stats.users, stats.invalid), (4, 1, 1));
     assert_eq!(engine.user_state("user-0"), source.user_state("user-0"));
     assert!(engine.user_state("user-3").is_none());
+}
+
+/// Processes the test stream of `users` users over `rounds` rounds.
+pub(crate) fn run_stream(engine: &Engine, users: usize, rounds: usize) {
+    run(engine, &stream(users, rounds));
 }

@@ -14,6 +14,7 @@ mod durable;
 mod engine;
 mod metrics;
 mod partition;
+mod snapshot;
 mod state;
 mod store;
 
@@ -23,6 +24,7 @@ pub use durable::{
 };
 pub use engine::{Engine, EngineError, Outcome, Position, Processed};
 pub use metrics::EngineMetrics;
+pub use snapshot::{SnapshotError, read_snapshot, write_snapshot};
 pub use state::{IpMark, PendingAttempt, UserState};
 
 #[cfg(test)]

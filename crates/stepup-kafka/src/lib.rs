@@ -38,6 +38,7 @@ pub use embedded::EmbeddedKafka;
 pub use error::KafkaError;
 pub use handler::{EventHandler, HandleOutcome, InboundMessage, RestoreSink, RestoreTotals};
 pub use metrics::KafkaMetrics;
+pub use partitions::read_changelog;
 pub use producer::{
     HEADER_REASON, HEADER_REASON_CODE, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC, Producer,

@@ -316,3 +316,51 @@ pub(crate) fn check_topics(config: &KafkaConfig) -> Result<i32, KafkaError> {
     }
     Ok(events)
 }
+
+/// Reads every partition of the changelog topic from the beginning to its end, calling `apply`
+/// with each record's partition, key and value (`None` for a tombstone). Blocking. Returns
+/// the number of records read.
+pub fn read_changelog(
+    config: &KafkaConfig,
+    mut apply: impl FnMut(i32, &str, Option<&[u8]>),
+) -> Result<u64, KafkaError> {
+    let topic = config.changelog_topic.as_str();
+    let failed = |partition: i32| {
+        move |source: ClientError| KafkaError::Restore {
+            topic: topic.to_owned(),
+            partition,
+            source,
+        }
+    };
+    let reader: BaseConsumer = config
+        .reader_client_config("stepup-export")
+        .create()
+        .map_err(failed(-1))?;
+    let metadata = reader
+        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+        .map_err(failed(-1))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|found| found.name() == topic && found.error().is_none())
+        .map_or(0, |found| found.partitions().len() as i32);
+    let mut records = 0;
+    for partition in 0..partitions {
+        let (low, high) = reader
+            .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+            .map_err(failed(partition))?;
+        if high <= low {
+            continue;
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, Offset::Beginning)
+            .map_err(failed(partition))?;
+        reader.assign(&list).map_err(failed(partition))?;
+        read_until(&reader, high, |key, value| {
+            records += 1;
+            apply(partition, key, value);
+        })
+        .map_err(failed(partition))?;
+    }
+    Ok(records)
+}

@@ -53,8 +53,12 @@ pub struct BacktestArgs {
     /// Sort the events by `occurred_at` in memory (stable) instead of requiring time order.
     #[arg(long)]
     sort: bool,
+    /// Start from the user states in this snapshot (from `stepup profiles export`) instead of
+    /// empty profiles.
+    #[arg(long, value_name = "PATH")]
+    snapshot: Option<PathBuf>,
     /// Write N synthetic events as NDJSON to `--out` and exit, without replaying anything.
-    #[arg(long, value_name = "N", conflicts_with_all = ["rules", "input", "baseline"])]
+    #[arg(long, value_name = "N", conflicts_with_all = ["rules", "input", "baseline", "snapshot"])]
     generate: Option<u64>,
     /// Seed of `--generate`; the same seed writes the same file.
     #[arg(long, default_value_t = 1, requires = "generate")]
@@ -75,6 +79,9 @@ pub fn run(config: Config, args: BacktestArgs) -> anyhow::Result<()> {
     if let Some(baseline) = &args.baseline {
         backtest =
             backtest.with_baseline(RuleSetSpec::new(Role::Baseline, baseline, &config.policy));
+    }
+    if let Some(snapshot) = &args.snapshot {
+        backtest = backtest.with_snapshot(snapshot);
     }
     let options = BacktestOptions {
         input_format: args.input_format,

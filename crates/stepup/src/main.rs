@@ -6,6 +6,7 @@ mod backtest_cmd;
 mod config;
 mod demo;
 mod eval_cmd;
+mod profiles_cmd;
 mod rules_cmd;
 mod rules_reload;
 mod runtime;
@@ -47,6 +48,8 @@ enum Command {
     Rules(rules_cmd::RulesArgs),
     /// Measure the keystroke detectors or the risk score on a labelled data set.
     Eval(eval_cmd::EvalArgs),
+    /// Export the user profiles of the changelog topic to a snapshot file.
+    Profiles(profiles_cmd::ProfilesArgs),
     /// Print the effective configuration (defaults, file and environment) as TOML.
     Config,
 }
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
             Command::Backtest(args) => backtest_cmd::run(config, args),
             Command::Rules(args) => rules_cmd::run(config, args),
             Command::Eval(args) => eval_cmd::run(args),
+            Command::Profiles(args) => profiles_cmd::run(config, args).await,
             Command::Config => config.print(),
         }
     });

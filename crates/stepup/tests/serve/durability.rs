@@ -28,20 +28,20 @@ use stepup_tests::{Serve, Tansu, shared_broker, unique_name};
 use crate::STEPUP;
 
 /// Users in the history.
-const USERS: usize = 24;
+pub(crate) const USERS: usize = 24;
 
 /// Login rounds per user.
 const ROUNDS: usize = 10;
 
 /// Partitions of the events and changelog topics: more than one per instance.
-const PARTITIONS: i32 = 4;
+pub(crate) const PARTITIONS: i32 = 4;
 
 /// Longest wait for the whole history to be processed.
 const DONE_WAIT: Duration = Duration::from_secs(120);
 
 /// Settings that keep rebalances and retries short, so a killed member leaves the group
 /// within seconds.
-const FAST_GROUP: [(&str, &str); 3] = [
+pub(crate) const FAST_GROUP: [(&str, &str); 3] = [
     ("STEPUP_KAFKA_SESSION_TIMEOUT_MS", "6000"),
     ("STEPUP_KAFKA_RETRY_BACKOFF_MAX_MS", "1000"),
     ("STEPUP_KAFKA_DRAIN_TIMEOUT_MS", "5000"),
@@ -50,7 +50,7 @@ const FAST_GROUP: [(&str, &str); 3] = [
 /// The login history: rounds of attempts from London or Milton (some impossible travel),
 /// with failed and passed results and MFA results, so profiles, population counts and
 /// per-IP activity all change.
-fn history() -> Vec<Value> {
+pub(crate) fn history() -> Vec<Value> {
     let mut events = Vec::new();
     for round in 0..ROUNDS {
         for user in 0..USERS {
@@ -90,7 +90,7 @@ fn history() -> Vec<Value> {
 /// Sends `events` in order, each acknowledged before the next, so every run puts every
 /// event at the same partition and offset. A pause every ten events keeps the stream going
 /// for a few seconds, so that failures happen mid-stream.
-async fn publish(producer: &EventProducer, events: &[Value]) {
+pub(crate) async fn publish(producer: &EventProducer, events: &[Value]) {
     for (index, event) in events.iter().enumerate() {
         producer.send_event(event).await;
         if index % 10 == 9 {
@@ -175,7 +175,7 @@ fn behind(
 }
 
 /// Waits until all `events` were published and every user applied its last event.
-async fn wait_done(brokers: &str, topics: &Topics, events: usize) {
+pub(crate) async fn wait_done(brokers: &str, topics: &Topics, events: usize) {
     let deadline = Instant::now() + DONE_WAIT;
     loop {
         let published = read_to_end(brokers, &topics.events).len();

@@ -14,6 +14,7 @@ mod decisions;
 mod durability;
 mod health;
 mod metrics;
+mod snapshot;
 
 /// The `stepup` binary that cargo built with these tests.
 const STEPUP: &str = env!("CARGO_BIN_EXE_stepup");
