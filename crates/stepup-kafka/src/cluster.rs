@@ -55,6 +55,44 @@ pub enum Route {
     },
 }
 
+/// How producers map a user id to a partition, named like librdkafka's `partitioner`
+/// property. Routing a call to the owner of a user must use the same mapping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyPartitioner {
+    /// `murmur2` or `murmur2_random`: the Java client's default, and stepup's producer's.
+    #[default]
+    Murmur2,
+    /// `consistent` or `consistent_random`: CRC-32 of the key, librdkafka's default.
+    Crc32,
+    /// `fnv1a` or `fnv1a_random`: 32-bit FNV-1a of the key.
+    Fnv1a,
+}
+
+// === impl KeyPartitioner ===
+
+impl KeyPartitioner {
+    /// Returns the partitioner of a librdkafka `partitioner` value, or `None` for one that
+    /// does not map a key to a fixed partition (`random`) or is unknown.
+    pub fn from_librdkafka(name: &str) -> Option<Self> {
+        match name {
+            "murmur2" | "murmur2_random" => Some(Self::Murmur2),
+            "consistent" | "consistent_random" => Some(Self::Crc32),
+            "fnv1a" | "fnv1a_random" => Some(Self::Fnv1a),
+            _ => None,
+        }
+    }
+
+    /// Returns the partition of `key` among `count` partitions.
+    pub fn partition(self, key: &[u8], count: i32) -> i32 {
+        let count = count.max(1) as u32;
+        match self {
+            Self::Murmur2 => partition_for_key(key, count as i32),
+            Self::Crc32 => (crc32fast::hash(key) % count) as i32,
+            Self::Fnv1a => (fnv1a_32(key) % count) as i32,
+        }
+    }
+}
+
 /// This instance's view of partition ownership. Cheap to clone; clones share the view.
 #[derive(Clone, Debug)]
 pub struct Membership {
@@ -73,6 +111,8 @@ struct Inner {
 #[derive(Debug, Default)]
 struct State {
     partition_count: Option<i32>,
+    /// `None` when producers pick partitions at random, so users cannot be routed.
+    partitioner: Option<KeyPartitioner>,
     /// Latest claim of every other instance, with the offset it was read at.
     claims: BTreeMap<String, (i64, Claim)>,
 }
@@ -87,7 +127,10 @@ impl Membership {
             inner: Arc::new(Inner {
                 instance_id: instance_id.into(),
                 grpc_address: grpc_address.into(),
-                state: RwLock::new(State::default()),
+                state: RwLock::new(State {
+                    partitioner: Some(KeyPartitioner::Murmur2),
+                    ..State::default()
+                }),
                 ready,
             }),
         }
@@ -118,11 +161,18 @@ impl Membership {
         self.inner.state.write().partition_count = Some(count).filter(|count| *count > 0);
     }
 
+    /// Sets how producers map user ids to partitions; `None` turns routing off, so every
+    /// call is served locally.
+    pub fn set_partitioner(&self, partitioner: Option<KeyPartitioner>) {
+        self.inner.state.write().partitioner = partitioner;
+    }
+
     /// Returns the partition of the events topic that holds `user_id`'s events, the way the
-    /// producer's `murmur2_random` partitioner (and the Java client's default) picks it.
+    /// producers' partitioner (by default `murmur2_random`) picks it.
     pub fn partition_for(&self, user_id: &str) -> Option<i32> {
-        self.partition_count()
-            .map(|count| partition_for_key(user_id.as_bytes(), count))
+        let state = self.inner.state.read();
+        let (count, partitioner) = (state.partition_count?, state.partitioner?);
+        Some(partitioner.partition(user_id.as_bytes(), count))
     }
 
     /// Returns where a call about `user_id` should run.
@@ -233,6 +283,13 @@ pub fn partition_for_key(key: &[u8], count: i32) -> i32 {
     (positive % count.max(1) as u32) as i32
 }
 
+/// 32-bit FNV-1a, as librdkafka's `fnv1a` partitioner computes it.
+fn fnv1a_32(data: &[u8]) -> u32 {
+    data.iter().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// MurmurHash2 (32 bit) with the seed the Kafka clients use.
 fn murmur2(data: &[u8]) -> u32 {
     const SEED: u32 = 0x9747_b28c;
@@ -321,6 +378,27 @@ mod tests {
         membership.apply_claim("new", 10, None);
         assert_eq!(membership.owner(partition).unwrap().instance_id, "old");
         assert_eq!(membership.peers().len(), 1);
+    }
+
+    #[test]
+    fn routes_by_configured_partitioner() {
+        let membership = Membership::new("me", "127.0.0.1:1");
+        membership.set_partition_count(7);
+        let murmur = membership.partition_for("alice");
+        assert_eq!(murmur, Some(partition_for_key(b"alice", 7)));
+        membership.set_partitioner(KeyPartitioner::from_librdkafka("consistent_random"));
+        let crc = (crc32fast::hash(b"alice") % 7) as i32;
+        assert_eq!(membership.partition_for("alice"), Some(crc));
+        membership.set_partitioner(KeyPartitioner::from_librdkafka("random"));
+        assert_eq!(membership.partition_for("alice"), None);
+        assert_eq!(membership.route("alice"), Route::Local { partition: None });
+    }
+
+    #[test]
+    fn fnv1a_matches_reference_values() {
+        // Test vectors of the FNV specification (draft-eastlake-fnv): "" and "a".
+        assert_eq!(fnv1a_32(b""), 0x811c_9dc5);
+        assert_eq!(fnv1a_32(b"a"), 0xe40c_292c);
     }
 
     #[test]

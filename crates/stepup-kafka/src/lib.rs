@@ -27,7 +27,7 @@ mod retry;
 
 pub use admin::ensure_topics;
 pub use announce::run_announcer;
-pub use cluster::{Claim, Membership, Peer, Route, partition_for_key};
+pub use cluster::{Claim, KeyPartitioner, Membership, Peer, Route, partition_for_key};
 pub use config::{
     KafkaConfig, default_brokers, default_changelog_topic, default_dead_letter_topic,
     default_drain_timeout_ms, default_events_topic, default_group_id, default_instances_topic,

@@ -229,6 +229,19 @@ pub async fn start(
     let grpc = grpc_listener.local_addr()?;
     let metrics = metrics_listener.local_addr()?;
     let membership = config.cluster.membership(grpc);
+    // Routing must map users to partitions as the producers do; stepup's own producer uses
+    // `kafka.client.partitioner` when set, else `murmur2_random`.
+    if let Some(name) = config.kafka.client.get("partitioner") {
+        let partitioner = stepup_kafka::KeyPartitioner::from_librdkafka(name);
+        if partitioner.is_none() {
+            tracing::warn!(
+                partitioner = %name,
+                "producers pick partitions without the key, so gRPC calls are not forwarded \
+                 to the owner of the user; use a key-based partitioner with several instances"
+            );
+        }
+        membership.set_partitioner(partitioner);
+    }
     info!(
         instance = membership.instance_id(),
         advertised = %membership.claim().grpc_address,
