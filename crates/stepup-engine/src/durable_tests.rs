@@ -9,7 +9,7 @@ use crate::{Engine, Outcome, Position, UserState, decode_state, encode_state};
 
 const PARTITIONS: i32 = 3;
 
-/// A reproducible stream of logins for `users` users over `rounds` rounds, each with its
+/// Returns a reproducible stream of logins for `users` users over `rounds` rounds, each with its
 /// position in a three-partition topic. Users log in from a few cities with a few devices,
 /// some attempts fail and some pass MFA, so profiles, population counts and IP activity all
 /// change.

@@ -49,7 +49,7 @@ pub enum EngineError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// Where an event sits in the events topic.
+/// Position of an event in the events topic.
 ///
 /// Events without a position (the demo's generator, tests) use partition 0 and no offset, and
 /// are never recognised as applied before.
@@ -64,7 +64,7 @@ pub struct Position {
 /// An event processed from the log, with the user whose state it concerned.
 #[derive(Clone, Debug)]
 pub struct Processed {
-    /// What processing did.
+    /// Outcome of the processing.
     pub outcome: Outcome,
     /// `user_id` of the event.
     pub user_id: String,
@@ -215,7 +215,7 @@ impl Engine {
 
     /// Decides a login attempt inline (gRPC `Assess`) without changing any state. The caller
     /// appends the event to the log; the consumer then applies it without deciding again.
-    /// The attempt is scored in the partition that holds the user, or partition 0 for a user
+    /// The attempt is scored in the partition that contains the user, or partition 0 for a user
     /// the engine does not know; see [`Engine::assess_in`].
     pub fn assess(&self, event: &Event) -> Result<Arc<Decision>, EngineError> {
         let partition = self

@@ -2,8 +2,8 @@
 //! user's recent per-IP marks and the position of the last applied event.
 //!
 //! [`UserState`] is what the engine writes to the profile changelog, so everything in it must
-//! be restorable: it serializes with serde, keeps no raw IP address (only prefixes and
-//! [`IpKey`]s) and no keystroke timings beyond the features of attempts still pending.
+//! be restorable with serde. It keeps no raw IP address, only prefixes and [`IpKey`]s. Its only
+//! keystroke timings are the templates and the features of attempts still pending.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;

@@ -1,5 +1,5 @@
 //! Which instance owns which partition of the events topic, learnt through Kafka, so that
-//! any instance can route a gRPC call to the instance that holds the user.
+//! any instance can route a gRPC call to the instance that has the user's state.
 //!
 //! Each instance publishes a [`Claim`] to the single-partition instances topic, keyed by its
 //! instance id: its gRPC address and the partitions it has restored and serves. Every
@@ -16,7 +16,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-/// What one instance announces on the instances topic.
+/// Announcement of one instance on the instances topic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     /// Id of the instance, the message key.
@@ -38,7 +38,7 @@ pub struct Peer {
     pub grpc_address: String,
 }
 
-/// Where a call about one user should run.
+/// Destination of a call about one user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     /// This instance owns the user's partition, or no other instance claims it.
@@ -55,7 +55,7 @@ pub enum Route {
     },
 }
 
-/// How producers map a user id to a partition, named like librdkafka's `partitioner`
+/// Mapping from a user id to a partition, named like librdkafka's `partitioner`
 /// property. Routing a call to the owner of a user must use the same mapping.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KeyPartitioner {
@@ -167,7 +167,7 @@ impl Membership {
         self.inner.state.write().partitioner = partitioner;
     }
 
-    /// Returns the partition of the events topic that holds `user_id`'s events, the way the
+    /// Returns the partition of the events topic that contains `user_id`'s events, the way the
     /// producers' partitioner (by default `murmur2_random`) picks it.
     pub fn partition_for(&self, user_id: &str) -> Option<i32> {
         let state = self.inner.state.read();

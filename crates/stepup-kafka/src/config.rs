@@ -65,7 +65,7 @@ pub struct KafkaConfig {
     pub decisions_topic: Option<String>,
 
     /// Compacted topic of user states keyed by user id, with as many partitions as
-    /// `events_topic`: partition p holds the users of events partition p. An instance
+    /// `events_topic`: partition p contains the users of events partition p. An instance
     /// restores a partition's users from it when the partition is assigned. Default:
     /// `stepup.profiles`.
     #[serde(default = "default_changelog_topic")]

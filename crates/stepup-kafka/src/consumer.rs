@@ -44,9 +44,9 @@ type RecvResult<'a> = Result<BorrowedMessage<'a>, ClientError>;
 const RECV_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Longest wait in one `recv` call before the loop polls again. librdkafka wakes a waiting
-/// `StreamConsumer` only when its queue turns from empty to non-empty, and a wakeup can be
-/// missed when other events (statistics, for example) sit in the queue (rust-rdkafka issue
-/// 665). Without this bound the consumer was seen to stop with messages waiting.
+/// `StreamConsumer` only when its queue turns from empty to non-empty, so a wakeup can be
+/// missed when other events, such as statistics, sit in the queue. Polling again bounds the
+/// delay of a missed wakeup.
 const RECV_TICK: Duration = Duration::from_millis(250);
 
 /// Errors taken one after the other without a pause before the loop pauses anyway.
@@ -58,7 +58,7 @@ struct Stopped;
 /// Largest number of messages processed before their sends are awaited together.
 const MAX_BATCH: usize = 500;
 
-/// What one batch of messages produced, in message order.
+/// Sends and offsets that one batch of messages produced, in message order.
 #[derive(Default)]
 struct BatchWork<'b, 'm> {
     /// Every message that was handled, with the reason code if it is dead-lettered.
@@ -347,7 +347,7 @@ impl Worker<'_> {
                     if end == kept_end {
                         return Ok(end);
                     }
-                    partitions.drop_kept(partition);
+                    partitions.drop_retained(partition);
                 }
                 partitions.restore(&config, partition).map(|(_, end)| end)
             });
@@ -376,9 +376,9 @@ impl Worker<'_> {
     /// Handles a batch of messages in order, then sends their dead letters, decisions and
     /// state changes concurrently, and stores their offsets once all are acknowledged.
     ///
-    /// Only the last state of each user in the batch is written: it records the offset of the
-    /// user's last event, so the earlier ones add nothing, and two writes of one key in flight
-    /// at once could land in the wrong order after a retry.
+    /// Only the last state of each user in the batch is written. It records the offset of the
+    /// user's last event, so the earlier ones add nothing. Two writes of one key in flight at
+    /// once could also land in the wrong order after a retry.
     async fn process_batch(
         &self,
         batch: &[BorrowedMessage<'_>],

@@ -50,12 +50,12 @@ struct State {
     pending: BTreeSet<i32>,
     /// Revoked partitions whose state is still in memory, with the changelog end offset it
     /// matches.
-    kept: BTreeMap<i32, i64>,
+    retained: BTreeMap<i32, i64>,
     /// Changelog end offset that the in-memory state of each partition matches.
     changelog_end: BTreeMap<i32, i64>,
 }
 
-/// What the loop must do for an assigned partition.
+/// Action the loop takes for an assigned partition.
 pub(crate) enum Plan {
     /// Read the changelog.
     Restore,
@@ -87,7 +87,7 @@ impl Partitions {
             self.membership.set_released(partition);
             state.pending.remove(&partition);
             if let Some(end) = state.changelog_end.remove(&partition) {
-                state.kept.insert(partition, end);
+                state.retained.insert(partition, end);
             }
         }
     }
@@ -95,21 +95,21 @@ impl Partitions {
     /// Rebalance callback: partitions were assigned. Kept partitions that did not come back
     /// are dropped now; the assigned ones wait for [`Partitions::next_pending`].
     pub(crate) fn assigned(&self, partitions: &[i32]) {
-        let gone: Vec<i32> = {
+        let moved: Vec<i32> = {
             let mut state = self.state.lock();
             state.pending.extend(partitions.iter().copied());
-            let gone: Vec<i32> = state
-                .kept
+            let moved: Vec<i32> = state
+                .retained
                 .keys()
                 .copied()
                 .filter(|partition| !partitions.contains(partition))
                 .collect();
-            for partition in &gone {
-                state.kept.remove(partition);
+            for partition in &moved {
+                state.retained.remove(partition);
             }
-            gone
+            moved
         };
-        for partition in gone {
+        for partition in moved {
             self.handler.release_partition(partition);
             info!(
                 partition,
@@ -128,7 +128,7 @@ impl Partitions {
     pub(crate) fn next_pending(&self) -> Option<(i32, Plan)> {
         let state = self.state.lock();
         let partition = *state.pending.first()?;
-        let plan = match state.kept.get(&partition) {
+        let plan = match state.retained.get(&partition) {
             Some(end) => Plan::KeepIfEnd(*end),
             None => Plan::Restore,
         };
@@ -140,7 +140,7 @@ impl Partitions {
     pub(crate) fn ready(&self, partition: i32, end: i64) {
         let mut state = self.state.lock();
         state.pending.remove(&partition);
-        state.kept.remove(&partition);
+        state.retained.remove(&partition);
         state.changelog_end.insert(partition, end);
         self.membership.set_ready(partition);
     }
@@ -154,8 +154,8 @@ impl Partitions {
     }
 
     /// Drops kept state of `partition` before a full restore.
-    pub(crate) fn drop_kept(&self, partition: i32) {
-        self.state.lock().kept.remove(&partition);
+    pub(crate) fn drop_retained(&self, partition: i32) {
+        self.state.lock().retained.remove(&partition);
         self.handler.release_partition(partition);
     }
 
@@ -164,7 +164,7 @@ impl Partitions {
         let partitions: Vec<i32> = {
             let mut state = self.state.lock();
             let mut all: BTreeSet<i32> = state.changelog_end.keys().copied().collect();
-            all.extend(state.kept.keys().copied());
+            all.extend(state.retained.keys().copied());
             *state = State::default();
             all.into_iter().collect()
         };
@@ -246,9 +246,9 @@ impl Partitions {
 /// value. Records without a UTF-8 key are skipped.
 ///
 /// The end is the partition-end event librdkafka raises after the last record the broker
-/// returned, not the end offset read before: a broker may report an end offset that stops
-/// short of the last record batch (tansu 0.6 was seen to), and stopping there would restore
-/// stale states. The end offset only tells whether there is anything to read.
+/// returned, not the end offset read before. A broker may report an end offset that stops
+/// short of the last record batch (tansu 0.6 does), and stopping there would restore stale
+/// states. The end offset only tells whether there is anything to read.
 fn read_until(
     reader: &BaseConsumer,
     end: i64,

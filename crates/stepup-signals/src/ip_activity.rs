@@ -26,7 +26,7 @@ pub struct IpVelocity {
 
 /// Pseudonymous key of one IP address: a 64-bit FNV-1a hash of the address bytes.
 ///
-/// The key stands in for the address wherever per-address counts are kept or persisted, so
+/// The key replaces the address wherever per-address counts are kept or persisted, so
 /// that state written to Kafka carries no addresses. FNV output is fixed by its specification,
 /// so keys stay valid across builds. The hash is not secret: anyone can hash every IPv4
 /// address, so treat keys as pseudonymous, not anonymous.

@@ -165,8 +165,8 @@ pub fn feature_count_changes(
         };
         match order {
             Ordering::Less => {
-                let gone = before[i];
-                changes.push((gone.feature, gone.key, -signed(gone.count)));
+                let removed = before[i];
+                changes.push((removed.feature, removed.key, -signed(removed.count)));
                 i += 1;
             }
             Ordering::Greater => {

@@ -58,7 +58,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
 }
 
-/// How an instance names itself and where other instances reach it.
+/// Identity of an instance and the address other instances reach it at.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {

@@ -1,4 +1,4 @@
-//! Profiles survive crashes, scale-out and broker restarts (issue 5).
+//! Profiles survive crashes, scale-out and broker restarts.
 //!
 //! Each test replays one fixed login history through `stepup serve` processes while something
 //! fails, then compares the outcome with a reference run of a single process over the same
@@ -36,7 +36,7 @@ const ROUNDS: usize = 10;
 /// Partitions of the events and changelog topics: more than one per instance.
 pub(crate) const PARTITIONS: i32 = 4;
 
-/// Longest wait for the whole history to be processed.
+/// Maximum wait for the whole history to be processed.
 const DONE_WAIT: Duration = Duration::from_secs(120);
 
 /// Settings that keep rebalances and retries short, so a killed member leaves the group
@@ -47,7 +47,7 @@ pub(crate) const FAST_GROUP: [(&str, &str); 3] = [
     ("STEPUP_KAFKA_DRAIN_TIMEOUT_MS", "5000"),
 ];
 
-/// The login history: rounds of attempts from London or Milton (some impossible travel),
+/// Returns the login history: rounds of attempts from London or Milton (some impossible travel),
 /// with failed and passed results and MFA results, so profiles, population counts and
 /// per-IP activity all change.
 pub(crate) fn history() -> Vec<Value> {

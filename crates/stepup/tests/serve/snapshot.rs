@@ -14,7 +14,7 @@ use crate::STEPUP;
 use crate::durability::{FAST_GROUP, PARTITIONS, USERS, history, publish, wait_done};
 
 /// Runs the `stepup` binary with `args` in the workspace, with the changelog topic of
-/// `topics`, and returns its standard output; panics with its output if it fails.
+/// `topics`, and returns its standard output. Panics with its output if it fails.
 fn stepup(args: &[&str], topics: &Topics) -> String {
     let output = Command::new(STEPUP)
         .current_dir(workspace_root())
