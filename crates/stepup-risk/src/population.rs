@@ -10,18 +10,20 @@ use tracing::debug;
 use crate::config::RiskConfig;
 use crate::features::AttemptFeatures;
 
-/// Counts of every feature value seen in verified logins of all users, shared by the engine.
+/// Counts of feature values over verified logins, fed in one of two ways.
+///
+/// The engine keeps one population per partition and moves it with [`Population::adjust`] by
+/// every change of a profile's feature counts, so the counts are the sum of the partition's
+/// profiles and can be rebuilt from them. `stepup eval rba` counts logins directly with
+/// [`Population::learn`].
 ///
 /// Each feature has its own table behind a read-write lock, so scoring takes read locks and
-/// learning takes one write lock per feature. A table keeps at most `max_values_per_feature`
-/// distinct values. When a new value arrives at that bound, every count of the feature is
-/// halved (rounding down) and values that reach 0 are dropped, repeatedly until there is room.
-/// This keeps frequent values and their relative frequencies and drops the long tail of
-/// values seen once, in the manner of lossy counting. Nothing depends on randomness, the wall
-/// clock or iteration order, so the same calls in the same order give the same counts.
-///
-/// NOTE: the counts live only in memory. After a restart they start empty while profiles are
-/// restored, and until they fill up a familiar value reassures less (see `RiskModel`).
+/// learning takes one write lock per feature. Through `learn`, a table keeps at most
+/// `max_values_per_feature` distinct values. When a new value arrives at that bound, every
+/// count of the feature is halved (rounding down) and values that reach 0 are dropped,
+/// repeatedly until there is room, in the manner of lossy counting. Nothing depends on
+/// randomness, the wall clock or iteration order, so the same calls in the same order give the
+/// same counts.
 #[derive(Debug)]
 pub struct Population {
     tables: [RwLock<CountTable>; Feature::ALL.len()],
