@@ -76,7 +76,10 @@ pub async fn ensure_topics(
 
     for result in results {
         match result {
-            Ok(topic) => info!(created = %topic, partitions, "topic created"),
+            Ok(topic) => {
+                let count = if topic == config.instances_topic { 1 } else { partitions };
+                info!(created = %topic, partitions = count, "topic created");
+            }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => return Err(KafkaError::CreateTopic { topic, code }),
         }
