@@ -1,5 +1,8 @@
 //! User-agent family parsing with woothee.
 
+use std::sync::LazyLock;
+
+use quick_cache::sync::Cache;
 use serde::{Deserialize, Serialize};
 use woothee::parser::Parser;
 
@@ -22,6 +25,18 @@ const SCRIPTED_CLIENT_PREFIXES: [&str; 9] = [
     "PostmanRuntime/",
 ];
 
+/// Maximum number of distinct user agents whose parsed families are kept.
+const PARSED_CACHE_ENTRIES: usize = 4096;
+
+/// Maximum length, in bytes, of a cached user agent. Browsers typically send 100 to 300
+/// bytes. Longer strings are parsed every time, which bounds the cache's memory to about 2 MB.
+const MAX_CACHED_UA_BYTES: usize = 512;
+
+/// Recently parsed user agents. Parsing is a pure function of the string, so a cached result
+/// equals a fresh one.
+static PARSED: LazyLock<Cache<String, UserAgentInfo>> =
+    LazyLock::new(|| Cache::new(PARSED_CACHE_ENTRIES));
+
 /// Browser, OS and device category of a user agent, as family names without versions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserAgentInfo {
@@ -39,7 +54,21 @@ pub struct UserAgentInfo {
 /// Scripted HTTP clients (curl, wget, python-requests and the like) get browser and OS
 /// `unknown` and category `crawler`. For risk they are automation, and the operator of the
 /// script can set the client name to anything.
+///
+/// Results of recently seen strings up to 512 bytes come from a process-wide bounded cache.
 pub fn parse_user_agent(ua: &str) -> UserAgentInfo {
+    if ua.len() > MAX_CACHED_UA_BYTES {
+        return parse_uncached(ua);
+    }
+    if let Some(info) = PARSED.get(ua) {
+        return info;
+    }
+    let info = parse_uncached(ua);
+    PARSED.insert(ua.to_owned(), info.clone());
+    info
+}
+
+fn parse_uncached(ua: &str) -> UserAgentInfo {
     let parsed = Parser::new().parse(ua);
     let is_http_library = parsed
         .as_ref()
@@ -151,6 +180,24 @@ mod tests {
                 "{ua}"
             );
         }
+    }
+
+    #[test]
+    fn cached_parse_equals_fresh_parse() {
+        for ua in [CHROME_WINDOWS, SAFARI_IPHONE, GOOGLEBOT, "curl/8.5.0", ""] {
+            let fresh = parse_uncached(ua);
+
+            assert_eq!(parse_user_agent(ua), fresh, "{ua}, first parse");
+            assert_eq!(parse_user_agent(ua), fresh, "{ua}, cached parse");
+        }
+    }
+
+    #[test]
+    fn long_user_agent_is_not_cached() {
+        let long = format!("{CHROME_WINDOWS} {}", "x".repeat(MAX_CACHED_UA_BYTES));
+
+        assert_eq!(parse_user_agent(&long), parse_uncached(&long));
+        assert!(PARSED.get(long.as_str()).is_none());
     }
 
     #[test]

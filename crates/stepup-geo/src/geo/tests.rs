@@ -332,8 +332,9 @@ fn geo_is_shared_across_threads() {
     }
 }
 
-/// Prints the cost of one lookup with all three test databases. Timing depends on the machine
-/// and build profile, so it asserts nothing. Run it with `--ignored --nocapture`.
+/// Prints the cost of one lookup with all three test databases, from the databases and from
+/// the cache. Timing depends on the machine and build profile, so it asserts nothing. Run it
+/// with `--ignored --nocapture`.
 #[test]
 #[ignore = "timing report, run by hand"]
 fn lookup_timing_report() {
@@ -345,7 +346,43 @@ fn lookup_timing_report() {
     let rounds = 50_000;
     let started = Instant::now();
     for round in 0..rounds {
+        std::hint::black_box(geo.lookup_databases(addresses[round % addresses.len()]));
+    }
+    eprintln!(
+        "{:?} per database lookup",
+        started.elapsed() / rounds as u32
+    );
+    let started = Instant::now();
+    for round in 0..rounds {
         std::hint::black_box(geo.lookup(addresses[round % addresses.len()]));
     }
-    eprintln!("{:?} per lookup", started.elapsed() / rounds as u32);
+    eprintln!("{:?} per cached lookup", started.elapsed() / rounds as u32);
+}
+
+#[test]
+fn cached_lookup_equals_database_lookup() {
+    let geo = test_geo();
+    let addresses = [
+        "81.2.69.142",
+        "2001:218::1",
+        "1.128.0.1",
+        "12.81.92.1",
+        "::ffff:81.2.69.142",
+        "10.0.0.1",
+        "203.0.113.9",
+    ];
+    for address in addresses {
+        let ip: IpAddr = address.parse().unwrap();
+        let fresh = geo.lookup_databases(canonical(ip));
+        let expected = special_purpose(canonical(ip)).map_or(fresh, GeoInfo::unknown_in);
+
+        assert_eq!(geo.lookup(ip), expected, "{address}, first lookup");
+        assert_eq!(geo.lookup(ip), expected, "{address}, cached lookup");
+    }
+}
+
+#[test]
+fn geo_without_databases_has_no_cache() {
+    assert!(Geo::empty().cache.is_none());
+    assert!(test_geo().cache.is_some());
 }
