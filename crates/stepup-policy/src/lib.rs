@@ -55,7 +55,9 @@
 mod cases;
 mod combine;
 mod config;
+mod context;
 mod error;
+mod memo;
 mod meta;
 mod policy;
 mod reload;

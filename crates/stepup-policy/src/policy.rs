@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use rhai::{AST, Dynamic, Engine, EvalAltResult, Map, Scope};
+use rhai::{AST, Dynamic, Engine, EvalAltResult, Scope};
 use serde::Serialize;
 use stepup_events::{Factor, Requirement};
 
 use crate::combine::{Evaluation, RuleError, RuleVerdict, ShadowVerdict, combine, reason};
+use crate::context::context_scope;
+use crate::memo::KeyEncoder;
 use crate::meta::{RuleMeta, RuleMode};
-use crate::sandbox::{CONTEXT_VARIABLES, Verdict, build_engine};
+use crate::sandbox::{Verdict, build_engine};
 use crate::{PolicyConfig, RuleSet};
 
 /// Reason code of the verdict that replaces a failed rule's.
@@ -33,7 +35,8 @@ pub struct Policy {
 }
 
 /// Result of running one rule.
-enum Outcome {
+#[derive(Clone, Debug)]
+pub(crate) enum Outcome {
     /// The rule returned `()`.
     NoOpinion,
     /// The rule returned a verdict.
@@ -76,16 +79,16 @@ impl Policy {
     /// that fails gives the fail mode instead of its verdict and is listed in
     /// [`Evaluation::rule_errors`]; the other rules still run. When the context cannot be
     /// converted, every rule counts as failed.
+    ///
+    /// A rule that already ran on equal values of everything it can read from the context gets
+    /// that run's outcome without running again, so repeated values cost a table lookup.
     pub fn evaluate<C: Serialize>(&self, context: &C) -> Evaluation {
         let rules = self.rule_set();
-        let outcomes: Vec<(&RuleMeta, Outcome)> = match context_scope(context) {
-            Ok(mut scope) => rules
-                .compiled()
-                .map(|(meta, ast)| (meta, self.run_rule(&mut scope, ast)))
-                .collect(),
+        let outcomes = match context_scope(context, rules.context_filter()) {
+            Ok(scope) => self.run_rules(&rules, scope),
             Err(message) => rules
                 .compiled()
-                .map(|(meta, _)| (meta, Outcome::Failed(message.clone())))
+                .map(|(meta, ..)| (meta, Outcome::Failed(message.clone())))
                 .collect(),
         };
         self.assemble(rules.version(), outcomes)
@@ -111,6 +114,26 @@ impl Policy {
             rules = rules.rules().len(),
             "rule set replaced"
         );
+    }
+
+    /// Runs every rule in `scope`, or takes its memoized outcome, in evaluation order.
+    fn run_rules<'r>(
+        &self,
+        rules: &'r RuleSet,
+        mut scope: Scope<'_>,
+    ) -> Vec<(&'r RuleMeta, Outcome)> {
+        let mut encoder = KeyEncoder::new(rules.read_paths());
+        let mut key = Vec::new();
+        rules
+            .compiled()
+            .map(|(meta, ast, memo)| {
+                let run = |scope: &mut Scope<'_>| self.run_rule(scope, ast);
+                (
+                    meta,
+                    memo.get_or_run(&mut scope, &mut encoder, &mut key, run),
+                )
+            })
+            .collect()
     }
 
     /// Runs one rule in `scope` and leaves the scope as it found it.
@@ -224,29 +247,6 @@ impl Policy {
             );
         }
     }
-}
-
-/// Converts the context and declares its four top-level keys as constants.
-///
-/// Constants keep one rule from changing the context of the next rule, because Rhai rejects
-/// assignments to them and calls of mutating methods on them.
-fn context_scope<C: Serialize>(context: &C) -> Result<Scope<'static>, String> {
-    let value = rhai::serde::to_dynamic(context)
-        .map_err(|error| format!("failed to convert the evaluation context: {error}"))?;
-    let type_name = value.type_name();
-    let Some(map) = value.try_cast::<Map>() else {
-        return Err(format!(
-            "failed to convert the evaluation context: expected a map with the keys event, \
-             signals, risk and profile, got `{type_name}`"
-        ));
-    };
-
-    let mut scope = Scope::new();
-    for name in CONTEXT_VARIABLES {
-        let value = map.get(name).cloned().unwrap_or(Dynamic::UNIT);
-        scope.push_constant_dynamic(name, value);
-    }
-    Ok(scope)
 }
 
 /// Formats a Rhai error, with a hint for the most common mistake: reading a field of `()`.

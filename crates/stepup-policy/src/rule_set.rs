@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use rhai::{AST, Engine, Scope};
 
+use crate::context::ContextFilter;
+use crate::memo::{ReadPath, RuleMemo, RuleReads};
 use crate::meta::RuleMeta;
+use crate::policy::Outcome;
 use crate::sandbox::{CONTEXT_VARIABLES, build_engine};
 use crate::{PolicyConfig, PolicyError};
 
@@ -19,6 +22,12 @@ const RULE_EXTENSION: &str = "rhai";
 pub struct RuleSet {
     metas: Vec<RuleMeta>,
     asts: Vec<AST>,
+    /// Each rule's earlier outcomes, aligned with `asts`.
+    memos: Vec<RuleMemo<Outcome>>,
+    /// Distinct context paths that the rules read. The memos refer to them by index.
+    read_paths: Vec<ReadPath>,
+    /// Context fields that some rule reads, the only ones converted for an evaluation.
+    context_filter: ContextFilter,
     version: String,
 }
 
@@ -79,9 +88,23 @@ impl RuleSet {
         &self.metas
     }
 
-    /// Returns each rule's metadata with its compiled script, in evaluation order.
-    pub(crate) fn compiled(&self) -> impl Iterator<Item = (&RuleMeta, &AST)> {
-        self.metas.iter().zip(&self.asts)
+    /// Returns each rule's metadata with its compiled script and its memo, in evaluation order.
+    pub(crate) fn compiled(&self) -> impl Iterator<Item = (&RuleMeta, &AST, &RuleMemo<Outcome>)> {
+        self.metas
+            .iter()
+            .zip(&self.asts)
+            .zip(&self.memos)
+            .map(|((meta, ast), memo)| (meta, ast, memo))
+    }
+
+    /// Returns the distinct context paths that the rules read.
+    pub(crate) fn read_paths(&self) -> &[ReadPath] {
+        &self.read_paths
+    }
+
+    /// Returns the context fields that some rule reads.
+    pub(crate) fn context_filter(&self) -> &ContextFilter {
+        &self.context_filter
     }
 }
 
@@ -145,12 +168,46 @@ fn compile_sources(
             .cmp(&left.priority)
             .then_with(|| left.id.cmp(&right.id))
     });
-    let (metas, asts) = rules.into_iter().unzip();
+    let (metas, asts): (Vec<RuleMeta>, Vec<AST>) = rules.into_iter().unzip();
+    let (read_paths, memos) = plan_memos(&asts);
     Ok(RuleSet {
         metas,
         asts,
+        memos,
+        context_filter: ContextFilter::from_paths(&read_paths),
+        read_paths,
         version,
     })
+}
+
+/// Finds what each rule reads and builds its memo, with the list of distinct paths that the
+/// memos refer to.
+fn plan_memos(asts: &[AST]) -> (Vec<ReadPath>, Vec<RuleMemo<Outcome>>) {
+    let reads: Vec<RuleReads> = asts.iter().map(RuleReads::of).collect();
+    let any_shares = reads.iter().any(|read| read.shares);
+    let mut distinct: Vec<ReadPath> = reads
+        .iter()
+        .flat_map(|read| read.paths.iter().cloned())
+        .collect();
+    distinct.sort();
+    distinct.dedup();
+
+    let memos = reads
+        .iter()
+        .map(|read| {
+            let indices = read
+                .paths
+                .iter()
+                .map(|path| {
+                    distinct
+                        .binary_search(path)
+                        .expect("the distinct paths contain every rule's paths")
+                })
+                .collect();
+            RuleMemo::new(indices, !read.logs && !any_shares)
+        })
+        .collect();
+    (distinct, memos)
 }
 
 /// Compiles one rule, with the context variables declared so that strict-variables mode
