@@ -4,8 +4,6 @@
 //! A changelog value is one format byte followed by the [`UserState`] in postcard, a compact
 //! serde encoding. A tombstone (no value) deletes the user.
 
-use std::collections::HashMap;
-
 use crate::engine::{Engine, gauge_value};
 use crate::partition::PartitionState;
 use crate::state::UserState;
@@ -44,13 +42,20 @@ pub struct RestoreStats {
     pub invalid: u64,
 }
 
-/// A partition being restored from its changelog. Records are applied in changelog order, so
-/// a later record of a user replaces an earlier one and a tombstone deletes it. Nothing is
-/// visible to the engine until [`PartitionRestore::finish`].
+/// A partition being restored from its changelog. Records are applied in changelog order,
+/// straight into the engine's user map, so a later record of a user replaces an earlier one
+/// and a tombstone deletes it.
+///
+/// Until [`PartitionRestore::finish`] the partition's users are incomplete and its population
+/// counts and IP activity are missing, so the caller must not serve the partition before then.
+/// A restore dropped without `finish` leaves the users applied so far;
+/// [`Engine::drop_partition`] removes them.
 pub struct PartitionRestore<'a> {
     engine: &'a Engine,
     partition: i32,
-    users: HashMap<String, UserState>,
+    /// Users this restore added to the map, in the order added. A user deleted by a tombstone
+    /// and added again appears twice.
+    added: Vec<String>,
     stats: RestoreStats,
 }
 
@@ -99,13 +104,14 @@ impl Engine {
         states
     }
 
-    /// Starts restoring `partition`. Restoring replaces what the engine holds for the
-    /// partition when it finishes.
+    /// Starts restoring `partition`: drops what the engine holds for the partition, then
+    /// takes the restored users as they are applied.
     pub fn restore(&self, partition: i32) -> PartitionRestore<'_> {
+        self.drop_partition(partition);
         PartitionRestore {
             engine: self,
             partition,
-            users: HashMap::new(),
+            added: Vec::new(),
             stats: RestoreStats::default(),
         }
     }
@@ -133,14 +139,20 @@ impl PartitionRestore<'_> {
     /// state, and its error is returned for logging.
     pub fn apply(&mut self, user_id: &str, value: Option<&[u8]>) -> Result<(), StateError> {
         self.stats.records += 1;
+        let partition = self.partition;
         let Some(value) = value else {
-            self.users.remove(user_id);
+            self.engine
+                .users
+                .remove_if(user_id, |_, state| state.partition == partition);
             return Ok(());
         };
         match decode_state(value) {
             Ok(mut state) => {
-                state.partition = self.partition;
-                self.users.insert(user_id.to_owned(), state);
+                state.partition = partition;
+                let previous = self.engine.users.insert(user_id.to_owned(), state);
+                if previous.is_none() {
+                    self.added.push(user_id.to_owned());
+                }
                 Ok(())
             }
             Err(error) => {
@@ -150,29 +162,178 @@ impl PartitionRestore<'_> {
         }
     }
 
-    /// Replaces the engine's state of the partition with the restored users and rebuilds the
-    /// partition's population counts and IP activity from them.
-    pub fn finish(self) -> RestoreStats {
+    /// Rebuilds the partition's population counts and IP activity from the restored users,
+    /// which completes the partition.
+    pub fn finish(mut self) -> RestoreStats {
         let engine = self.engine;
-        engine.drop_partition(self.partition);
+        self.added.sort_unstable();
+        self.added.dedup();
         let part = PartitionState::new(
             &engine.config.signals,
             engine.config.risk.max_values_per_feature,
         );
-        part.rebuild(self.users.iter().map(|(id, state)| (id.as_str(), state)));
+        let users = part.rebuild(&engine.users, self.partition, &self.added);
         engine
             .partitions
             .insert(self.partition, std::sync::Arc::new(part));
         let mut stats = self.stats;
-        stats.users = self.users.len() as u64;
-        for (user_id, state) in self.users {
-            engine.users.insert(user_id, state);
-        }
+        stats.users = users;
         engine.metrics.profiles.set(gauge_value(engine.users.len()));
         engine
             .metrics
             .tracked_ips
             .set(gauge_value(engine.tracked_ips()));
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use stepup_events::Decision;
+
+    use crate::tests_support::*;
+    use crate::{Engine, Position, decode_state};
+
+    const PARTITIONS: i32 = 3;
+
+    /// Logs each of `users` users in a few times from two cities, user n in partition
+    /// n % 3, and returns the engine.
+    fn source(users: usize) -> Engine {
+        let (engine, _) = engine();
+        let mut offsets = [0_i64; PARTITIONS as usize];
+        for round in 0..4_i64 {
+            for index in 0..users {
+                let user = format!("user-{index}");
+                let partition = (index % PARTITIONS as usize) as i32;
+                let ip = if (round + index as i64) % 3 == 0 {
+                    MILTON_US
+                } else {
+                    LONDON
+                };
+                let id = format!("{user}-{round}");
+                let minutes = round * 90 + index as i64;
+                let events = [
+                    attempt(&format!("{id}-a"), &user, minutes, ip, "laptop"),
+                    result(
+                        &format!("{id}-r"),
+                        &user,
+                        minutes,
+                        &format!("{id}-a"),
+                        round != 2,
+                    ),
+                ];
+                for event in events {
+                    let offset = &mut offsets[partition as usize];
+                    *offset += 1;
+                    let position = Position {
+                        partition,
+                        offset: Some(*offset),
+                    };
+                    engine.process_at(&event, position);
+                }
+            }
+        }
+        engine
+    }
+
+    /// Returns the changelog values of `engine`'s users in `partition`, by user id.
+    fn values_of(engine: &Engine, partition: i32) -> Vec<(String, Vec<u8>)> {
+        engine
+            .export_states()
+            .into_iter()
+            .filter(|(_, bytes)| decode_state(bytes).unwrap().partition == partition)
+            .collect()
+    }
+
+    fn restore_partition(from: &Engine, to: &Engine, partition: i32) -> u64 {
+        let mut restore = to.restore(partition);
+        for (user, bytes) in values_of(from, partition) {
+            restore.apply(&user, Some(&bytes)).unwrap();
+        }
+        restore.finish().users
+    }
+
+    /// Decides one new attempt of a user of each partition, which depends on the partition's
+    /// population counts and IP activity.
+    fn probe(engine: &Engine) -> BTreeMap<String, Decision> {
+        (0..PARTITIONS as usize)
+            .map(|index| {
+                let user = format!("user-{index}");
+                let event = attempt("probe", &user, 600, MILTON_US, "phone");
+                let partition = index as i32;
+                let decision = engine.assess_in(&event, partition).unwrap();
+                (user, (*decision).clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn restore_replaces_only_its_partition() {
+        let from = source(9);
+        let (to, _) = engine();
+        for (user, partition) in [("stale", 0), ("other", 2)] {
+            let event = attempt(&format!("{user}-a"), user, 0, LONDON, "laptop");
+            to.process_at(
+                &event,
+                Position {
+                    partition,
+                    offset: Some(1),
+                },
+            );
+        }
+        let other = to.user_state("other");
+
+        let restored = restore_partition(&from, &to, 0);
+
+        assert_eq!(restored, 3);
+        for (user, bytes) in values_of(&from, 0) {
+            assert_eq!(to.user_state(&user), Some(decode_state(&bytes).unwrap()));
+        }
+        assert!(
+            to.user_state("stale").is_none(),
+            "partition 0 lost its stale user"
+        );
+        assert!(other.is_some());
+        assert_eq!(to.user_state("other"), other, "partition 2 kept its user");
+        assert_eq!(to.user_count(), 4);
+    }
+
+    #[test]
+    fn parallel_restores_match_sequential_ones() {
+        let from = source(30);
+        let (sequential, _) = engine();
+        for partition in 0..PARTITIONS {
+            restore_partition(&from, &sequential, partition);
+        }
+        let (parallel, _) = engine();
+        std::thread::scope(|scope| {
+            for partition in 0..PARTITIONS {
+                let (from, to) = (&from, &parallel);
+                scope.spawn(move || restore_partition(from, to, partition));
+            }
+        });
+
+        assert_eq!(parallel.export_states(), from.export_states());
+        assert_eq!(parallel.export_states(), sequential.export_states());
+        assert_eq!(parallel.tracked_ips(), sequential.tracked_ips());
+        assert_eq!(probe(&parallel), probe(&sequential));
+        assert_eq!(probe(&parallel), probe(&from));
+    }
+
+    #[test]
+    fn user_deleted_and_written_again_counts_once() {
+        let from = source(3);
+        let value = from.state_record("user-0").unwrap();
+        let (to, _) = engine();
+        let mut restore = to.restore(0);
+        restore.apply("user-0", Some(&value)).unwrap();
+        restore.apply("user-0", None).unwrap();
+        restore.apply("user-0", Some(&value)).unwrap();
+        let stats = restore.finish();
+
+        assert_eq!((stats.records, stats.users, stats.invalid), (3, 1, 0));
+        assert_eq!(to.user_state("user-0"), from.user_state("user-0"));
     }
 }

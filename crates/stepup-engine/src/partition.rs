@@ -7,6 +7,7 @@
 //! and the decisions do not depend on how partitions are spread over instances.
 
 use chrono::Duration;
+use dashmap::DashMap;
 use stepup_risk::Population;
 use stepup_signals::{Feature, IpActivity, Profile, SignalConfig, feature_count_changes};
 
@@ -64,18 +65,33 @@ impl PartitionState {
         }
     }
 
-    /// Adds every user's counts and IP marks, for a partition rebuilt from stored states.
-    /// Marks are recorded in time order, as they were when the events arrived.
-    pub(crate) fn rebuild<'a>(&self, users: impl Iterator<Item = (&'a str, &'a UserState)>) {
+    /// Adds the counts and IP marks of the users `user_ids` of `partition` found in `users`,
+    /// for a partition rebuilt from stored states, and returns how many were found. Marks are
+    /// recorded in time order, as they were when the events arrived.
+    pub(crate) fn rebuild(
+        &self,
+        users: &DashMap<String, UserState>,
+        partition: i32,
+        user_ids: &[String],
+    ) -> u64 {
         let mut marks = Vec::new();
-        for (user_id, state) in users {
+        let mut found = 0;
+        for user_id in user_ids {
+            let Some(state) = users.get(user_id.as_str()) else {
+                continue;
+            };
+            if state.partition != partition {
+                continue;
+            }
+            found += 1;
             self.count_profile(&state.profile, 1);
-            marks.extend(state.ip_marks.iter().map(|mark| (*mark, user_id)));
+            marks.extend(state.ip_marks.iter().map(|mark| (*mark, user_id.as_str())));
         }
         marks.sort_unstable();
         for (mark, user_id) in marks {
             self.record_mark(user_id, mark);
         }
+        found
     }
 
     fn adjust(&self, feature: Feature, key: u64, delta: i64) {
