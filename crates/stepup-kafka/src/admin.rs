@@ -77,7 +77,11 @@ pub async fn ensure_topics(
     for result in results {
         match result {
             Ok(topic) => {
-                let count = if topic == config.instances_topic { 1 } else { partitions };
+                let count = if topic == config.instances_topic {
+                    1
+                } else {
+                    partitions
+                };
                 info!(created = %topic, partitions = count, "topic created");
             }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

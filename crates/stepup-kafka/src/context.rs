@@ -187,6 +187,26 @@ impl ConsumerContext for ConsumerClientContext {
     }
 }
 
+/// Callbacks of the consumers that read assigned partitions without a group: changelog
+/// restores and exports. They enable partition-end events to find the end of a partition,
+/// and librdkafka also reports each of those as a client error, which is not logged here.
+pub(crate) struct ReaderClientContext;
+
+impl ClientContext for ReaderClientContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, line: &str) {
+        forward_log("reader", level, facility, line);
+    }
+
+    fn error(&self, error: ClientError, reason: &str) {
+        if matches!(error, ClientError::PartitionEOF(_)) {
+            return;
+        }
+        warn!(client = "reader", kind = error_kind(&error), %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for ReaderClientContext {}
+
 /// Copies the partition numbers out of a list, so that nothing keeps the list alive.
 fn partitions_of(list: &TopicPartitionList) -> Vec<i32> {
     list.elements()

@@ -32,7 +32,8 @@ pub trait RestoreSink: Send {
     /// Applies one record: a state, or a tombstone (`None`) that deletes the key.
     fn apply(&mut self, key: &str, value: Option<&[u8]>);
 
-    /// Makes the restored state visible and returns what was restored.
+    /// Completes the restore (the partition is served only after it) and returns what was
+    /// restored.
     fn finish(self: Box<Self>) -> RestoreTotals;
 }
 

@@ -28,6 +28,10 @@ use tracing::{debug, info, warn};
 
 use crate::cluster::Membership;
 use crate::config::KafkaConfig;
+use crate::context::ReaderClientContext;
+
+/// A consumer that reads assigned partitions without joining a group.
+type Reader = BaseConsumer<ReaderClientContext>;
 use crate::error::KafkaError;
 use crate::handler::{EventHandler, RestoreTotals};
 
@@ -249,9 +253,9 @@ impl Partitions {
             partition,
             source,
         };
-        let reader: BaseConsumer = config
+        let reader: Reader = config
             .reader_client_config("stepup-restore")
-            .create()
+            .create_with_context(ReaderClientContext)
             .map_err(failed)?;
         let (_, high) = reader
             .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
@@ -468,9 +472,9 @@ fn restore_partition(
         partition,
         source,
     };
-    let reader: BaseConsumer = config
+    let reader: Reader = config
         .reader_client_config("stepup-restore")
-        .create()
+        .create_with_context(ReaderClientContext)
         .map_err(failed)?;
     let (low, high) = reader
         .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
@@ -515,7 +519,7 @@ fn restore_partition(
 /// short of the last record batch (tansu 0.6 does), and stopping there would restore stale
 /// states. The end offset only tells whether there is anything to read.
 fn read_to_end(
-    reader: &BaseConsumer,
+    reader: &Reader,
     end: i64,
     cancel: &AtomicBool,
     mut apply: impl FnMut(&str, Option<&[u8]>),
@@ -551,7 +555,7 @@ fn read_to_end(
 
 /// Polls `reader` until the end of its partition; see [`read_to_end`].
 fn read_until(
-    reader: &BaseConsumer,
+    reader: &Reader,
     end: i64,
     apply: impl FnMut(&str, Option<&[u8]>),
 ) -> Result<(), ClientError> {
@@ -566,9 +570,9 @@ pub(crate) fn check_topics(config: &KafkaConfig) -> Result<i32, KafkaError> {
         partition: -1,
         source,
     };
-    let reader: BaseConsumer = config
+    let reader: Reader = config
         .reader_client_config("stepup-metadata")
-        .create()
+        .create_with_context(ReaderClientContext)
         .map_err(failed)?;
     let count = |topic: &str| -> Result<i32, KafkaError> {
         let metadata = reader
@@ -608,9 +612,9 @@ pub fn read_changelog(
             source,
         }
     };
-    let reader: BaseConsumer = config
+    let reader: Reader = config
         .reader_client_config("stepup-export")
-        .create()
+        .create_with_context(ReaderClientContext)
         .map_err(failed(-1))?;
     let metadata = reader
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)

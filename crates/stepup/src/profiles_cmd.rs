@@ -47,12 +47,12 @@ pub async fn run(mut config: Config, args: ProfilesArgs) -> anyhow::Result<()> {
         let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
         let records = stepup_kafka::read_changelog(&kafka, |_, user_id, value| {
             latest.insert(user_id.to_owned(), value.map(<[u8]>::to_vec));
-        })?;
-        Ok::<_, stepup_kafka::KafkaError>((latest, records))
+        })
+        .with_context(|| format!("failed to read changelog topic `{}`", kafka.changelog_topic))?;
+        Ok::<_, anyhow::Error>((latest, records))
     })
     .await
-    .context("changelog reader stopped")?
-    .with_context(|| format!("failed to read changelog topic `{topic}`"))?;
+    .context("changelog reader stopped")??;
 
     let mut states = Vec::with_capacity(latest.len());
     let mut unreadable = 0;
