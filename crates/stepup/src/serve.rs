@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use prometheus::Registry;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::runtime::{self, EngineHandler};
@@ -60,17 +60,45 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         "stepup serving"
     );
 
-    wait_for_signal().await;
-    info!("shutting down");
-    let _ = stop.send(true);
+    // Runs until a signal, or until a task ends on its own: a server whose consumer or gRPC
+    // server has stopped must not keep running half-alive.
+    let mut tasks = tokio::task::JoinSet::new();
     for task in running.tasks {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => warn!(error = %format!("{err:#}"), "task ended with an error"),
-            Err(err) => warn!(error = %err, "task panicked"),
-        }
+        tasks.spawn(async move { task.await });
     }
-    Ok(())
+    let failure = tokio::select! {
+        () = wait_for_signal() => {
+            info!("shutting down");
+            None
+        }
+        Some(ended) = tasks.join_next() => {
+            let failure = describe_end(ended);
+            error!(error = %failure, "a server task ended; shutting down");
+            Some(failure)
+        }
+    };
+    let _ = stop.send(true);
+    while let Some(ended) = tasks.join_next().await {
+        if let Ok(Ok(Ok(()))) = ended {
+            continue;
+        }
+        warn!(error = %describe_end(ended), "task ended with an error");
+    }
+    match failure {
+        Some(failure) => anyhow::bail!("stepup serve stopped: {failure}"),
+        None => Ok(()),
+    }
+}
+
+type TaskEnd = Result<Result<anyhow::Result<()>, tokio::task::JoinError>, tokio::task::JoinError>;
+
+/// Describes how a server task ended, for the log and the exit error.
+fn describe_end(ended: TaskEnd) -> String {
+    match ended {
+        Ok(Ok(Ok(()))) => "a task stopped without a shutdown request".to_owned(),
+        Ok(Ok(Err(err))) => format!("{err:#}"),
+        Ok(Err(err)) | Err(err) => format!("a task panicked: {err}"),
+    }
 }
 
 async fn wait_for_signal() {

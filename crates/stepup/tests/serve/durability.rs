@@ -20,10 +20,10 @@ use stepup_tests::api::await_decision;
 use stepup_tests::events::{
     FIREFOX_LINUX, LONDON_IP, MILTON_IP, at, login_attempt, login_result, mfa_result,
 };
-use stepup_tests::kafka::{EventProducer, read_to_end};
+use stepup_tests::kafka::{EventProducer, create_topics, read_to_end};
 use stepup_tests::metrics::{parse_samples, scrape};
 use stepup_tests::serve::Topics;
-use stepup_tests::{Serve, Tansu, shared_broker, unique_name};
+use stepup_tests::{Serve, Tansu, shared_broker, unique_name, workspace_root};
 
 use crate::STEPUP;
 
@@ -406,4 +406,44 @@ async fn any_instance_answers_for_any_user() {
         let decision = await_decision(&mut second_client, id).await;
         assert_eq!(&decision.event_id, id);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mismatched_changelog_stops_serve() {
+    let brokers = shared_broker();
+    let topics = Topics::unique_with(2);
+    create_topics(&brokers, &[&topics.events], 2).await;
+    create_topics(&brokers, &[&topics.changelog], 3).await;
+
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(STEPUP)
+            .current_dir(workspace_root())
+            .args(["serve", "--brokers", &brokers])
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .env("STEPUP_LOG", "warn")
+            .env("STEPUP_KAFKA_EVENTS_TOPIC", &topics.events)
+            .env("STEPUP_KAFKA_CHANGELOG_TOPIC", &topics.changelog)
+            .env("STEPUP_KAFKA_INSTANCES_TOPIC", &topics.instances)
+            .env("STEPUP_KAFKA_GROUP_ID", &topics.group)
+            .output()
+            .expect("stepup serve runs")
+    })
+    .await
+    .expect("process ends");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "serve exits with an error:\n{stderr}"
+    );
+    assert!(stderr.contains("has 3 partitions"), "{stderr}");
+    assert!(
+        stderr.contains("create the changelog with 2 partitions"),
+        "{stderr}"
+    );
 }
