@@ -64,7 +64,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     // server has stopped must not keep running half-alive.
     let mut tasks = tokio::task::JoinSet::new();
     for task in running.tasks {
-        tasks.spawn(async move { task.await });
+        tasks.spawn(task);
     }
     let failure = tokio::select! {
         () = wait_for_signal() => {
