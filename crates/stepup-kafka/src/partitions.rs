@@ -247,18 +247,10 @@ impl Partitions {
 
     /// Returns the current end offset of partition `partition` of the changelog. Blocking.
     pub(crate) fn changelog_end(config: &KafkaConfig, partition: i32) -> Result<i64, KafkaError> {
-        let topic = config.changelog_topic.as_str();
-        let failed = |source: ClientError| KafkaError::Restore {
-            topic: topic.to_owned(),
-            partition,
-            source,
-        };
-        let reader: Reader = config
-            .reader_client_config("stepup-restore")
-            .create_with_context(ReaderClientContext)
-            .map_err(failed)?;
+        let failed = changelog_error(config, partition);
+        let reader = open_reader(config, "stepup-restore").map_err(&failed)?;
         let (_, high) = reader
-            .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+            .fetch_watermarks(&config.changelog_topic, partition, REQUEST_TIMEOUT)
             .map_err(failed)?;
         Ok(high)
     }
@@ -407,8 +399,8 @@ impl Restores {
         Err(cancelled(config, partition))
     }
 
-    /// Cancels the restore of `partition`. A queued restore is dropped, a running one is told
-    /// to stop, and the state of a completed one is released.
+    /// Cancels the restore of `partition`. A queued restore is dropped, a running one gets its
+    /// cancel flag set, and the state of a completed one is released.
     fn cancel(&self, partition: i32) {
         let mut queue = self.queue.lock();
         match queue.jobs.remove(&partition) {
@@ -447,13 +439,9 @@ impl Restores {
 }
 
 /// Returns the error of a restore of `partition` that was cancelled, because the partition
-/// was revoked or the consumer stopped. librdkafka's `Canceled` error stands for it.
+/// was revoked or the consumer stopped, as librdkafka's `Canceled` error.
 fn cancelled(config: &KafkaConfig, partition: i32) -> KafkaError {
-    KafkaError::Restore {
-        topic: config.changelog_topic.clone(),
-        partition,
-        source: ClientError::Canceled,
-    }
+    changelog_error(config, partition)(ClientError::Canceled)
 }
 
 /// Reads partition `partition` of the changelog topic into `handler`. Returns the totals and
@@ -466,28 +454,15 @@ fn restore_partition(
     cancel: &AtomicBool,
 ) -> Result<(RestoreTotals, i64), KafkaError> {
     let started = Instant::now();
-    let topic = config.changelog_topic.as_str();
-    let failed = |source: ClientError| KafkaError::Restore {
-        topic: topic.to_owned(),
-        partition,
-        source,
-    };
-    let reader: Reader = config
-        .reader_client_config("stepup-restore")
-        .create_with_context(ReaderClientContext)
-        .map_err(failed)?;
-    let (low, high) = reader
-        .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
-        .map_err(failed)?;
+    let failed = changelog_error(config, partition);
+    let reader = open_reader(config, "stepup-restore").map_err(&failed)?;
+    let (high, assigned) =
+        assign_from_start(&reader, &config.changelog_topic, partition).map_err(&failed)?;
     let Some(mut sink) = handler.begin_restore(partition) else {
         return Ok((RestoreTotals::default(), high));
     };
-    if high > low {
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(topic, partition, Offset::Beginning)
-            .map_err(failed)?;
-        reader.assign(&list).map_err(failed)?;
-        read_to_end(&reader, high, cancel, |key, value| sink.apply(key, value)).map_err(failed)?;
+    if assigned {
+        read_to_end(&reader, high, cancel, |key, value| sink.apply(key, value)).map_err(&failed)?;
     }
     if cancel.load(Ordering::Acquire) {
         return Err(failed(ClientError::Canceled));
@@ -517,7 +492,7 @@ fn restore_partition(
 /// The end is the partition-end event librdkafka raises after the last record the broker
 /// returned, not the end offset read before. A broker may report an end offset that stops
 /// short of the last record batch (tansu 0.6 does), and stopping there would restore stale
-/// states. The end offset only tells whether there is anything to read.
+/// states. The end offset only shows whether there is anything to read.
 fn read_to_end(
     reader: &Reader,
     end: i64,
@@ -562,30 +537,58 @@ fn read_until(
     read_to_end(reader, end, &AtomicBool::new(false), apply)
 }
 
+/// Returns a function that wraps a client error as a failed read of `partition` of the
+/// changelog topic (-1 for the topic as a whole).
+fn changelog_error(config: &KafkaConfig, partition: i32) -> impl Fn(ClientError) -> KafkaError {
+    let topic = config.changelog_topic.clone();
+    move |source| KafkaError::Restore {
+        topic: topic.clone(),
+        partition,
+        source,
+    }
+}
+
+/// Creates a consumer that reads assigned partitions without joining the group.
+fn open_reader(config: &KafkaConfig, client_id: &str) -> Result<Reader, ClientError> {
+    config
+        .reader_client_config(client_id)
+        .create_with_context(ReaderClientContext)
+}
+
+/// Returns the partition count of `topic`, 0 if it does not exist.
+fn partition_count(reader: &Reader, topic: &str) -> Result<i32, ClientError> {
+    let metadata = reader.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|found| found.name() == topic && found.error().is_none())
+        .map_or(0, |found| found.partitions().len() as i32))
+}
+
+/// Reads the end offset of `partition` of `topic` and, unless the partition is empty, assigns
+/// it to `reader` from the beginning. Returns the end offset and whether it was assigned.
+fn assign_from_start(
+    reader: &Reader,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, bool), ClientError> {
+    let (low, high) = reader.fetch_watermarks(topic, partition, REQUEST_TIMEOUT)?;
+    if high <= low {
+        return Ok((high, false));
+    }
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Beginning)?;
+    reader.assign(&list)?;
+    Ok((high, true))
+}
+
 /// Reads the partition counts of the events and changelog topics and checks that they match.
 /// Blocking. Returns the events topic's partition count.
 pub(crate) fn check_topics(config: &KafkaConfig) -> Result<i32, KafkaError> {
-    let failed = |source: ClientError| KafkaError::Restore {
-        topic: config.changelog_topic.clone(),
-        partition: -1,
-        source,
-    };
-    let reader: Reader = config
-        .reader_client_config("stepup-metadata")
-        .create_with_context(ReaderClientContext)
-        .map_err(failed)?;
-    let count = |topic: &str| -> Result<i32, KafkaError> {
-        let metadata = reader
-            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-            .map_err(failed)?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .find(|found| found.name() == topic && found.error().is_none())
-            .map_or(0, |found| found.partitions().len() as i32))
-    };
-    let events = count(&config.events_topic)?;
-    let changelog = count(&config.changelog_topic)?;
+    let failed = changelog_error(config, -1);
+    let reader = open_reader(config, "stepup-metadata").map_err(&failed)?;
+    let events = partition_count(&reader, &config.events_topic).map_err(&failed)?;
+    let changelog = partition_count(&reader, &config.changelog_topic).map_err(&failed)?;
     if events == 0 || changelog != events {
         return Err(KafkaError::ChangelogPartitions {
             changelog: config.changelog_topic.clone(),
@@ -605,42 +608,20 @@ pub fn read_changelog(
     mut apply: impl FnMut(i32, &str, Option<&[u8]>),
 ) -> Result<u64, KafkaError> {
     let topic = config.changelog_topic.as_str();
-    let failed = |partition: i32| {
-        move |source: ClientError| KafkaError::Restore {
-            topic: topic.to_owned(),
-            partition,
-            source,
-        }
-    };
-    let reader: Reader = config
-        .reader_client_config("stepup-export")
-        .create_with_context(ReaderClientContext)
-        .map_err(failed(-1))?;
-    let metadata = reader
-        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-        .map_err(failed(-1))?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|found| found.name() == topic && found.error().is_none())
-        .map_or(0, |found| found.partitions().len() as i32);
+    let reader = open_reader(config, "stepup-export").map_err(changelog_error(config, -1))?;
+    let partitions = partition_count(&reader, topic).map_err(changelog_error(config, -1))?;
     let mut records = 0;
     for partition in 0..partitions {
-        let (low, high) = reader
-            .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
-            .map_err(failed(partition))?;
-        if high <= low {
+        let failed = changelog_error(config, partition);
+        let (high, assigned) = assign_from_start(&reader, topic, partition).map_err(&failed)?;
+        if !assigned {
             continue;
         }
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(topic, partition, Offset::Beginning)
-            .map_err(failed(partition))?;
-        reader.assign(&list).map_err(failed(partition))?;
         read_until(&reader, high, |key, value| {
             records += 1;
             apply(partition, key, value);
         })
-        .map_err(failed(partition))?;
+        .map_err(failed)?;
     }
     Ok(records)
 }
