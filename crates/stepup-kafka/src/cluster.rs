@@ -1,4 +1,4 @@
-//! Which instance owns which partition of the events topic, learnt through Kafka, so that
+//! Partition ownership of the events topic, learnt through Kafka, so that
 //! any instance can route a gRPC call to the instance that has the user's state.
 //!
 //! Each instance publishes a [`Claim`] to the single-partition instances topic, keyed by its

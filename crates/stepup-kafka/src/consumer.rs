@@ -43,7 +43,7 @@ type RecvResult<'a> = Result<BorrowedMessage<'a>, ClientError>;
 /// first message after an outage.
 const RECV_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Longest wait in one `recv` call before the loop polls again. librdkafka wakes a waiting
+/// Maximum wait in one `recv` call before the loop polls again. librdkafka wakes a waiting
 /// `StreamConsumer` only when its queue turns from empty to non-empty, so a wakeup can be
 /// missed when other events, such as statistics, sit in the queue. Polling again bounds the
 /// delay of a missed wakeup.

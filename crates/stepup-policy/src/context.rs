@@ -116,7 +116,7 @@ pub(crate) fn context_scope<C: Serialize>(
     Ok(scope)
 }
 
-/// Converts `value` as far as `filter` asks.
+/// Converts `value` as far as `filter` requests.
 fn convert<T: ?Sized + Serialize>(value: &T, filter: &ContextFilter) -> Converted {
     match filter {
         ContextFilter::All => to_dynamic(value),

@@ -48,7 +48,7 @@ pub(crate) struct ReadPath {
     pub(crate) properties: Vec<String>,
 }
 
-/// What one rule reads from the context, found by walking its compiled script.
+/// Context paths and effects of one rule, found by walking its compiled script.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RuleReads {
     /// Sorted, and no path extends another (the shorter one already covers it).
@@ -135,15 +135,15 @@ impl RuleReads {
 /// Sorts `paths` and drops every path that extends another one.
 pub(crate) fn without_covered(mut paths: Vec<ReadPath>) -> Vec<ReadPath> {
     paths.sort();
-    let mut kept: Vec<ReadPath> = Vec::with_capacity(paths.len());
+    let mut distinct: Vec<ReadPath> = Vec::with_capacity(paths.len());
     for path in paths {
-        // Sorted order puts a path right after any kept path that is its prefix.
-        let covered = kept.last().is_some_and(|last| last.covers(&path));
+        // Sorted order puts a path right after any distinct path that is its prefix.
+        let covered = distinct.last().is_some_and(|last| last.covers(&path));
         if !covered {
-            kept.push(path);
+            distinct.push(path);
         }
     }
-    kept
+    distinct
 }
 
 /// Returns the path read by `expr` when it names a context constant, given its ancestors.
@@ -357,8 +357,8 @@ impl<V: Clone> RuleMemo<V> {
     /// Returns the memoized outcome for the context in `scope`, or runs `run` and remembers
     /// its outcome.
     ///
-    /// `key` is a buffer that the caller reuses between calls. When another thread holds the
-    /// table, the rule runs without it rather than wait.
+    /// `key` is a buffer that the caller reuses between calls. When another thread has locked
+    /// the table, the rule runs without it rather than wait.
     pub(crate) fn get_or_run(
         &self,
         scope: &mut Scope<'_>,

@@ -38,7 +38,7 @@ fn map(entries: &[(&str, Dynamic)]) -> Dynamic {
     Dynamic::from_map(map)
 }
 
-/// A scope with `signals` set to `value` and the other constants `()`.
+/// Returns a scope with `signals` set to `value` and the other constants `()`.
 fn scope_with_signals(value: Dynamic) -> Scope<'static> {
     let mut scope = Scope::new();
     for name in CONTEXT_VARIABLES {
@@ -128,7 +128,8 @@ fn print_and_closures_are_effects() {
     let printing = RuleReads::of(&compile("print(signals.user_failures); ()"));
     let sharing = RuleReads::of(&compile("let f = || signals.user_failures; f.call()"));
 
-    assert!(!plain.logs && !plain.shares);
+    assert!(!plain.logs);
+    assert!(!plain.shares);
     assert!(printing.logs);
     assert!(sharing.shares);
 }

@@ -4,9 +4,9 @@
 //! fails, then compares the outcome with a reference run of a single process over the same
 //! history on topics of its own:
 //!
-//! - profiles: the latest changelog record of every user, decoded, must equal the reference
-//!   (nothing lost, nothing applied twice; the state includes each user's last applied
-//!   offset, so offsets must line up too);
+//! - profiles: the latest changelog record of every user, decoded, must equal the reference,
+//!   so nothing is lost or applied twice. The state includes each user's last applied offset,
+//!   so offsets must line up too.
 //! - decisions: every login attempt has a decision on the decisions topic, copies of one
 //!   decision (republished after a crash) are identical, and each equals the reference.
 
